@@ -1,0 +1,3 @@
+from codefactory.cli import main
+
+main()

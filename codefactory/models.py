@@ -1,0 +1,100 @@
+"""The plain data passed between pipeline stages."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+ChunkKind = Literal["function", "method", "class", "module", "window"]
+Scene = Literal["scene1", "scene2"]
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file selected by the scan: its path relative to the repo root and its decoded text."""
+
+    path: str
+    language: str  # "python", "go", ... or "text" for files chunked by line windows
+    text: str
+    blob_sha: str  # git blob id, lets later stages skip unchanged files cheaply
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: str
+    reason: str  # short human reason, e.g. "binary", "lockfile", "over size limit (2.1 MB > 1 MB)"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A unit of code one Scene-1 request is built from (SPEC §4)."""
+
+    id: str  # "path::Qualified.symbol" or "path#Lstart-Lend"
+    path: str
+    language: str
+    kind: ChunkKind
+    symbol: str  # qualified symbol, "" for windows and module-level chunks
+    start_line: int  # 1-based, inclusive
+    end_line: int
+    sha256: str  # of text
+    tokens: int
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Chunk":
+        return cls(**data)
+
+
+@dataclass
+class Sample:
+    """One generated training example with full provenance (SPEC §4 raw sample).
+
+    `content` holds the scene's text fields: question/thinking_trace/answer for scene1,
+    requirement/thinking_trace/proposal for scene2.
+    """
+
+    id: str
+    scene: Scene
+    content: dict[str, Any]
+    source: dict[str, Any]
+    generation: dict[str, Any]
+    quality: dict[str, Any] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"id": self.id, "scene": self.scene, **self.content}
+        record["source"] = self.source
+        record["generation"] = self.generation
+        if self.quality:
+            record["quality"] = self.quality
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "Sample":
+        known = {"id", "scene", "source", "generation", "quality"}
+        content = {k: v for k, v in record.items() if k not in known}
+        return cls(
+            id=record["id"],
+            scene=record["scene"],
+            content=content,
+            source=record["source"],
+            generation=record["generation"],
+            quality=record.get("quality", {}),
+        )
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    """One line of versions.jsonl (SPEC §5)."""
+
+    version: int
+    from_commit: str | None
+    to_commit: str
+    added: list[str]
+    retired: list[str]
+    created_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

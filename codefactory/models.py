@@ -61,19 +61,22 @@ class Sample:
     content: dict[str, Any]
     source: dict[str, Any]
     generation: dict[str, Any]
+    input: dict[str, Any] = field(default_factory=dict)  # what the LLM saw (redacted code), for reports and context
     quality: dict[str, Any] = field(default_factory=dict)
 
     def to_record(self) -> dict[str, Any]:
         record: dict[str, Any] = {"id": self.id, "scene": self.scene, **self.content}
         record["source"] = self.source
         record["generation"] = self.generation
+        if self.input:
+            record["input"] = self.input
         if self.quality:
             record["quality"] = self.quality
         return record
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "Sample":
-        known = {"id", "scene", "source", "generation", "quality"}
+        known = {"id", "scene", "source", "generation", "input", "quality"}
         content = {k: v for k, v in record.items() if k not in known}
         return cls(
             id=record["id"],
@@ -81,6 +84,7 @@ class Sample:
             content=content,
             source=record["source"],
             generation=record["generation"],
+            input=record.get("input", {}),
             quality=record.get("quality", {}),
         )
 

@@ -1,0 +1,278 @@
+"""The whole job as plain functions: scan → chunk → skeleton → generate → store.
+
+The CLI is a thin shell over these; tests and other tools call them directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from codefactory import __version__
+from codefactory.cache import ReplyCache
+from codefactory.chunk import chunk_files
+from codefactory.config import Config
+from codefactory.fileio import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from codefactory.generate import GenerationStats, Reply, Request, generate
+from codefactory.gitrepo import GitRepo
+from codefactory.llm import LLM, GenerationParams, LLMSettings, bundled_model_path, open_llm
+from codefactory.models import Chunk, Sample
+from codefactory.prompts import load_prompt
+from codefactory.scan import ScanResult, scan
+from codefactory.scene1 import Scene1Job, plan_scene1, rank_chunks
+from codefactory.scene1 import samples_from_reply as scene1_samples
+from codefactory.scene2 import Scene2Job, plan_scene2, slice_sha256
+from codefactory.scene2 import sample_from_reply as scene2_sample
+from codefactory.sft import to_sft
+from codefactory.skeleton import Skeleton, build_skeleton
+from codefactory.store import DatasetStore
+from codefactory.tokens import count_tokens
+from codefactory.ui import progress_bar
+
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+
+
+@dataclass
+class Workspace:
+    """The collaborators of one run: where to read, where to write, how to generate."""
+
+    repo: GitRepo
+    config: Config
+    progress: bool = True
+
+    @property
+    def out(self) -> Path:
+        out = Path(self.config["out"])
+        return out if out.is_absolute() else self.repo.root / out
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.repo.root / ".codefactory" / "cache"
+
+    @cached_property
+    def backend_and_model(self) -> tuple[str, str]:
+        """Resolved without loading anything, so dry runs and cache keys agree with real runs."""
+        backend = self.config["backend"]
+        if backend == "auto":
+            backend = "openai" if (self.config.api_key or self.config["base_url"]) else "local"
+        if self.config["model"]:
+            return backend, self.config["model"]
+        if backend == "local":
+            path = self.config["llm.model_path"] or bundled_model_path()
+            return backend, Path(path).stem if path else "local-model"
+        return backend, DEFAULT_OPENAI_MODEL
+
+    @property
+    def params(self) -> GenerationParams:
+        c = self.config
+        seed = c["seed"]
+        return GenerationParams(temperature=c["llm.temperature"], top_p=c["llm.top_p"],
+                                max_tokens=c["llm.max_tokens"], seed=seed, repeat_penalty=c["llm.repeat_penalty"])
+
+    def open_llm(self) -> LLM:
+        c = self.config
+        backend, model = self.backend_and_model
+        settings = LLMSettings(backend=backend, model=model, base_url=c["base_url"], api_key=c.api_key,
+                               timeout=c["llm.timeout"], max_retries=c["llm.max_retries"],
+                               model_path=c["llm.model_path"], n_ctx=c["llm.n_ctx"],
+                               response_format=c["llm.response_format"])
+        llm = open_llm(settings)
+        llm.check()
+        return llm
+
+
+@dataclass
+class Snapshot:
+    """What the pipeline knows about one commit: selected files, chunks, skeleton."""
+
+    scan: ScanResult
+    chunks: list[Chunk]
+    skeleton: Skeleton
+
+    @property
+    def commit(self) -> str:
+        return self.scan.commit
+
+    @cached_property
+    def ranked(self) -> list[Chunk]:
+        return rank_chunks(self.chunks, self.skeleton.centrality)
+
+
+def take_snapshot(ws: Workspace, rev: str | None = None) -> Snapshot:
+    c = ws.config
+    result = scan(ws.repo, rev or c["rev"], include=c["scan.include"], exclude=c["scan.exclude"],
+                  max_file_bytes=c["scan.max_file_bytes"])
+    chunks = chunk_files(result.files, max_tokens=c["chunk.max_tokens"], min_tokens=c["chunk.min_tokens"])
+    skeleton = build_skeleton(result.files, token_budget=c["skeleton.token_budget"], repo_name=ws.repo.name)
+    return Snapshot(result, chunks, skeleton)
+
+
+def write_chunks(ws: Workspace, snapshot: Snapshot) -> Path:
+    path = ws.out / "chunks.json"
+    atomic_write_json(path, [c.to_dict() for c in snapshot.chunks])
+    return path
+
+
+def write_skeleton(ws: Workspace, snapshot: Snapshot) -> list[Path]:
+    txt, js = ws.out / "project_skeleton.txt", ws.out / "project_skeleton.json"
+    atomic_write_text(txt, snapshot.skeleton.to_text())
+    atomic_write_json(js, snapshot.skeleton.to_dict())
+    return [txt, js]
+
+
+@dataclass
+class RunReport:
+    command: str
+    commit: str
+    chunks: int = 0
+    stats: GenerationStats = field(default_factory=GenerationStats)
+    samples: int = 0
+    added: int = 0
+    retired: int = 0
+    version: int | None = None
+    dry_run: bool = False
+    estimated_prompt_tokens: int = 0
+    estimated_completion_tokens: int = 0
+    outputs: list[Path] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.stats.failures)
+
+
+def run_generation(
+    ws: Workspace,
+    snapshot: Snapshot,
+    *,
+    command: str,
+    scene1_chunks: Sequence[Chunk] = (),
+    qa_count: int = 3,
+    scene2_count: int = 0,
+    dry_run: bool = False,
+    from_commit: str | None = None,
+) -> RunReport:
+    """Generate for the given chunks and proposals, then record a dataset version."""
+    started = time.monotonic()
+    backend, model = ws.backend_and_model
+    params = ws.params
+    repo_name = ws.repo.name
+    jobs1 = plan_scene1(scene1_chunks, repo_name=repo_name, qa_count=qa_count, model=model, params=params)
+    jobs2 = plan_scene2(snapshot.skeleton, snapshot.ranked, repo_name=repo_name, count=scene2_count,
+                        snippets_per_proposal=ws.config["scene2.snippets"], model=model, params=params,
+                        seed=ws.config["seed"]) if scene2_count else []
+    requests = [j.request for j in jobs1] + [j.request for j in jobs2]
+    report = RunReport(command=command, commit=snapshot.commit, chunks=len(snapshot.chunks), dry_run=dry_run)
+    cache = ReplyCache(ws.cache_dir)
+    try:
+        if dry_run:
+            _write_dry_run(ws, report, requests, cache)
+            return report
+
+        store = DatasetStore(ws.out)
+        by_key: dict[str, Scene1Job | Scene2Job] = {j.request.key: j for j in [*jobs1, *jobs2]}
+        produced: list[Sample] = []
+
+        def on_reply(request: Request, reply: Reply) -> None:
+            job = by_key[request.key]
+            if isinstance(job, Scene1Job):
+                new = scene1_samples(job, reply, repo_name=repo_name, commit=snapshot.commit, backend=backend,
+                                     params=params)
+            else:
+                new = [scene2_sample(job, reply, repo_name=repo_name, commit=snapshot.commit, backend=backend,
+                                     params=params)]
+            store.append_raw(new)  # durable at once: a crash later loses nothing finished
+            produced.extend(new)
+
+        misses = sum(1 for r in requests if r.key not in cache)
+        llm = ws.open_llm() if misses else None
+        try:
+            with progress_bar(f"{command}: generating", len(requests), enabled=ws.progress) as advance:
+                report.stats = generate(requests, llm=llm, cache=cache, on_reply=on_reply,
+                                        concurrency=ws.config["concurrency"], max_requests=ws.config["max_requests"],
+                                        advance=advance)
+        finally:
+            if llm is not None:
+                llm.close()
+
+        retired = superseded(store, produced)
+        version = store.commit_version(from_commit=from_commit, to_commit=snapshot.commit,
+                                       added=[s.id for s in produced], retired=retired)
+        report.samples = len(produced)
+        report.added = len(version.added) if version else 0
+        report.retired = len(version.retired) if version else 0
+        report.version = version.version if version else None
+        rebuild_dataset(ws, store, source_commit=snapshot.commit)
+        report.outputs = [store.out / f for f in ("scene1_sft.jsonl", "scene2_sft.jsonl", "combined_sft.jsonl")]
+        return report
+    finally:
+        cache.close()
+        report.elapsed = time.monotonic() - started
+
+
+def superseded(store: DatasetStore, produced: Sequence[Sample]) -> list[str]:
+    """Live samples replaced by this run's: same chunk (scene1) or proposal slot (scene2), other inputs or settings."""
+    live = store.live()
+    fresh_keys = {s.generation["cache_key"] for s in produced}
+    slots = {_slot(s) for s in produced}
+    retired = []
+    for scene in ("scene1", "scene2"):
+        for sample in store.read_raw(scene).values():
+            if sample.id in live and _slot(sample) in slots and sample.generation["cache_key"] not in fresh_keys:
+                retired.append(sample.id)
+    return retired
+
+
+def _slot(sample: Sample) -> tuple[str, str]:
+    if sample.scene == "scene1":
+        return ("scene1", sample.source["chunk_sha256"])
+    return ("scene2", sample.input.get("theme", "") + "|" + ",".join(sample.source["modules"]))
+
+
+def rebuild_dataset(ws: Workspace, store: DatasetStore, *, source_commit: str) -> dict[str, int]:
+    c = ws.config
+    system_prompt = c["sft.system_prompt"].replace("{repo}", ws.repo.name)
+    backend, model = ws.backend_and_model
+
+    def convert(sample: Sample, version: int) -> dict[str, Any]:
+        return to_sft(sample, dataset_version=version, system_prompt=system_prompt,
+                      think_style=c["sft.think_style"], with_context=c["sft.with_context"])
+
+    manifest = {
+        "repo": ws.repo.name,
+        "source_commit": source_commit,
+        "generator": {"tool": f"codefactory {__version__}", "backend": backend, "model": model,
+                      "prompt_versions": {s: load_prompt(s).version for s in ("scene1", "scene2")}},
+    }
+    return store.rebuild(convert, manifest)
+
+
+def _write_dry_run(ws: Workspace, report: RunReport, requests: Sequence[Request], cache: ReplyCache) -> None:
+    backend, model = ws.backend_and_model
+    records = []
+    for request in requests:
+        if request.key in cache:
+            report.stats.cache_hits += 1
+            continue
+        prompt_tokens = sum(count_tokens(m["content"]) + 4 for m in request.messages)
+        completion_tokens = _estimated_completion_tokens(request)
+        report.estimated_prompt_tokens += prompt_tokens
+        report.estimated_completion_tokens += completion_tokens
+        records.append({"cache_key": request.key, "label": request.label, "backend": backend, "model": model,
+                        "messages": request.messages, "schema": request.schema, "params": request.params.as_dict(),
+                        "estimated_prompt_tokens": prompt_tokens, "estimated_completion_tokens": completion_tokens})
+    report.stats.requests = len(requests)
+    path = ws.out / "dry_run_requests.jsonl"
+    atomic_write_jsonl(path, records)
+    report.outputs = [path]
+
+
+def _estimated_completion_tokens(request: Request) -> int:
+    """Typical fill of the schemas, measured on real replies: ~230 tokens a Q&A pair, ~900 a proposal."""
+    if request.scene == "scene1":
+        return 230 * request.schema["properties"]["pairs"]["minItems"]
+    return 900

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -53,3 +54,57 @@ def commit_files(
     sig = pygit2.Signature("Test Author", "author@example.com", stamp, 0)
     oid = repo.create_commit("HEAD", sig, sig, message, tree, parents)
     return str(oid)
+
+
+def commit_links(
+    repo: pygit2.Repository,
+    symlinks: dict[str, str] | None = None,
+    submodules: dict[str, str] | None = None,
+    *,
+    message: str = "links",
+) -> str:
+    """Commit real symlinks (path -> target, made with os.symlink) and submodule gitlinks
+    (path -> pinned commit sha, mode 160000) on HEAD. Returns the sha."""
+    root = Path(repo.workdir)
+    for rel, target in (symlinks or {}).items():
+        link = root / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, link)
+        repo.index.add(rel)
+    for rel, sha in (submodules or {}).items():
+        # A gitlink has no blob: the index entry just pins a commit of another repository.
+        repo.index.add(pygit2.IndexEntry(rel, pygit2.Oid(hex=sha), pygit2.enums.FileMode.COMMIT))
+    return commit_files(repo, message=message)
+
+
+def commit_tree(
+    repo: pygit2.Repository,
+    files: dict[str, str | bytes],
+    *,
+    parents: list[str] | tuple[str, ...] = (),
+    ref: str | None = None,
+    message: str = "tree",
+    stamp: int = 1_700_000_000,
+) -> str:
+    """Commit exactly `files` (a whole tree, built in the object database) with the given parents,
+    updating `ref` if given; the work tree and index are untouched. Returns the sha."""
+    root: dict = {}
+    for rel, content in files.items():
+        *dirs, name = rel.split("/")
+        node = root
+        for part in dirs:
+            node = node.setdefault(part, {})
+        node[name] = content.encode("utf-8") if isinstance(content, str) else content
+
+    def write(node: dict) -> pygit2.Oid:
+        builder = repo.TreeBuilder()
+        for name, value in node.items():
+            if isinstance(value, dict):
+                builder.insert(name, write(value), pygit2.enums.FileMode.TREE)
+            else:
+                builder.insert(name, repo.create_blob(value), pygit2.enums.FileMode.BLOB)
+        return builder.write()
+
+    sig = pygit2.Signature("Test Author", "author@example.com", stamp, 0)
+    oids = [pygit2.Oid(hex=p) for p in parents]
+    return str(repo.create_commit(ref, sig, sig, message, write(root), oids))

@@ -71,6 +71,7 @@ class GitRepo:
             raise RepositoryError(f"{found} is a bare repository; codefactory needs a clone with a work tree")
         self.root: Path = Path(self._repo.workdir).resolve()
         self.name: str = self.root.name
+        self.git_dir: Path = Path(self._repo.path).resolve()  # .git (or a worktree's git dir): where hooks live
 
     @property
     def is_shallow(self) -> bool:

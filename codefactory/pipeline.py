@@ -53,6 +53,16 @@ class Workspace:
     def cache_dir(self) -> Path:
         return self.repo.root / ".codefactory" / "cache"
 
+    @property
+    def own_paths(self) -> list[str]:
+        """codefactory's own output, never fed back in as source when it is committed to the repo."""
+        paths = ["/.codefactory/"]
+        try:
+            paths.append("/" + self.out.relative_to(self.repo.root).as_posix().strip("/") + "/")
+        except ValueError:
+            pass  # the output directory lies outside the repository
+        return paths
+
     @cached_property
     def backend_and_model(self) -> tuple[str, str]:
         """Resolved without loading anything, so dry runs and cache keys agree with real runs."""
@@ -104,7 +114,7 @@ class Snapshot:
 
 def take_snapshot(ws: Workspace, rev: str | None = None) -> Snapshot:
     c = ws.config
-    result = scan(ws.repo, rev or c["rev"], include=c["scan.include"], exclude=c["scan.exclude"],
+    result = scan(ws.repo, rev or c["rev"], include=c["scan.include"], exclude=[*c["scan.exclude"], *ws.own_paths],
                   max_file_bytes=c["scan.max_file_bytes"])
     chunks = chunk_files(result.files, max_tokens=c["chunk.max_tokens"], min_tokens=c["chunk.min_tokens"])
     skeleton = build_skeleton(result.files, token_budget=c["skeleton.token_budget"], repo_name=ws.repo.name)
@@ -276,3 +286,34 @@ def _estimated_completion_tokens(request: Request) -> int:
     if request.scene == "scene1":
         return 230 * request.schema["properties"]["pairs"]["minItems"]
     return 900
+
+
+def run_scene1(ws: Workspace, *, dry_run: bool = False) -> RunReport:
+    """Q&A for up to `scene1.limit` chunks, most informative first; writes chunks.json too."""
+    snapshot = take_snapshot(ws)
+    limit = ws.config["scene1.limit"]
+    selected = snapshot.ranked[:limit] if limit is not None else snapshot.ranked
+    report = run_generation(ws, snapshot, command="scene1", scene1_chunks=selected,
+                            qa_count=ws.config["scene1.qa_count"], dry_run=dry_run)
+    report.outputs.insert(0, write_chunks(ws, snapshot))
+    return report
+
+
+def run_scene2(ws: Workspace, *, dry_run: bool = False) -> RunReport:
+    """`scene2.count` design proposals; writes the skeleton files too."""
+    snapshot = take_snapshot(ws)
+    report = run_generation(ws, snapshot, command="scene2", scene2_count=ws.config["scene2.count"], dry_run=dry_run)
+    report.outputs[:0] = write_skeleton(ws, snapshot)
+    return report
+
+
+def run_build(ws: Workspace, *, dry_run: bool = False) -> RunReport:
+    """chunks + skeleton + Scene-1 + Scene-2 + combined dataset, as one dataset version."""
+    snapshot = take_snapshot(ws)
+    limit = ws.config["scene1.limit"]
+    selected = snapshot.ranked[:limit] if limit is not None else snapshot.ranked
+    report = run_generation(ws, snapshot, command="build", scene1_chunks=selected,
+                            qa_count=ws.config["scene1.qa_count"], scene2_count=ws.config["scene2.count"],
+                            dry_run=dry_run)
+    report.outputs[:0] = [write_chunks(ws, snapshot), *write_skeleton(ws, snapshot)]
+    return report

@@ -1,0 +1,211 @@
+"""The `codefactory` command: parses options, calls the library, maps errors to exit codes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from codefactory import __version__, pipeline
+from codefactory.config import load_config
+from codefactory.errors import CodefactoryError
+from codefactory.gitrepo import GitRepo
+from codefactory.summary import describe_report, describe_stats
+from codefactory.ui import console, print_lines
+
+log = logging.getLogger("codefactory")
+
+
+class State:
+    """Global options, resolved lazily so `--help` works outside a repository."""
+
+    def __init__(self, repo: str, flags: dict[str, Any], config_file: str | None, verbosity: int) -> None:
+        self.repo_path = repo
+        self.flags = flags
+        self.config_file = Path(config_file) if config_file else None
+        self.verbosity = verbosity
+
+    def workspace(self, **overrides: Any) -> pipeline.Workspace:
+        repo = GitRepo(self.repo_path)
+        config = load_config(repo.root, self.config_file, {**self.flags, **overrides})
+        return pipeline.Workspace(repo=repo, config=config, progress=self.verbosity >= 0)
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="codefactory")
+@click.option("--repo", default=".", show_default=True, help="Git repository to read.")
+@click.option("--out", default=None, help="Output directory (default: data/ in the repository).")
+@click.option("--config", "config_file", default=None, help="Config file (default: codefactory.yaml in the repository).")
+@click.option("--backend", type=click.Choice(["auto", "openai", "local"]), default=None, help="LLM backend.")
+@click.option("--model", default=None, help="Model name (local: GGUF name).")
+@click.option("--model-path", default=None, help="GGUF file for the local backend.")
+@click.option("--base-url", default=None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1.")
+@click.option("--concurrency", type=int, default=None, help="Parallel LLM requests (default 8).")
+@click.option("--seed", type=int, default=None, help="Seed for sampling and deterministic choices.")
+@click.option("--rev", default=None, help="Commit to process (default HEAD).")
+@click.option("--max-requests", type=int, default=None, help="Stop scheduling LLM calls past N; the rest is deferred.")
+@click.option("-v", "--verbose", count=True, help="More detail.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.pass_context
+def cli(ctx: click.Context, repo: str, config_file: str | None, verbose: int, quiet: bool, **flags: Any) -> None:
+    """Turn a git repository into a supervised fine-tuning dataset that teaches an LLM that project."""
+    logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    keys = {"out": "out", "backend": "backend", "model": "model", "model_path": "llm.model_path",
+            "base_url": "base_url", "concurrency": "concurrency", "seed": "seed", "rev": "rev",
+            "max_requests": "max_requests"}
+    ctx.obj = State(repo, {keys[k]: v for k, v in flags.items()}, config_file, -1 if quiet else verbose)
+
+
+@cli.command()
+@pass_state
+def scan(state: State) -> None:
+    """List the files that would be processed (-v: and why the others are skipped)."""
+    ws = state.workspace()
+    result = pipeline.scan(ws.repo, ws.config["rev"], include=ws.config["scan.include"],
+                           exclude=ws.config["scan.exclude"], max_file_bytes=ws.config["scan.max_file_bytes"])
+    for file in result.files:
+        click.echo(f"{file.path}\t{file.language}")
+    if state.verbosity > 0:
+        for skipped in result.skipped:
+            click.echo(f"skipped {skipped.path}: {skipped.reason}", err=True)
+    click.echo(f"{len(result.files)} files selected, {len(result.skipped)} skipped at {result.commit[:10]}", err=True)
+
+
+@cli.command()
+@pass_state
+def chunk(state: State) -> None:
+    """Write chunks.json."""
+    ws = state.workspace()
+    snapshot = pipeline.take_snapshot(ws)
+    path = pipeline.write_chunks(ws, snapshot)
+    click.echo(f"{len(snapshot.chunks)} chunks from {len(snapshot.scan.files)} files -> {path}", err=True)
+
+
+@cli.command()
+@pass_state
+def skeleton(state: State) -> None:
+    """Write project_skeleton.txt and project_skeleton.json."""
+    ws = state.workspace()
+    snapshot = pipeline.take_snapshot(ws)
+    paths = pipeline.write_skeleton(ws, snapshot)
+    click.echo(f"skeleton of {len(snapshot.skeleton.files)} files ({snapshot.skeleton.token_count} tokens) -> "
+               + ", ".join(str(p) for p in paths), err=True)
+
+
+@cli.command()
+@click.option("--limit", type=int, default=None, help="Chunks to use, most informative first (default: all).")
+@click.option("--qa-count", type=int, default=None, help="Q&A triplets per chunk (default 3).")
+@click.option("--dry-run", is_flag=True, help="Print the plan and write dry_run_requests.jsonl; call no LLM.")
+@pass_state
+def scene1(state: State, limit: int | None, qa_count: int | None, dry_run: bool) -> None:
+    """Business-logic Q&A from the code chunks."""
+    ws = state.workspace(**{"scene1.limit": limit, "scene1.qa_count": qa_count})
+    report = pipeline.run_scene1(ws, dry_run=dry_run)
+    _finish(report)
+
+
+@cli.command()
+@click.option("--count", type=int, default=None, help="Design proposals to generate (default 5).")
+@click.option("--dry-run", is_flag=True, help="Print the plan and write dry_run_requests.jsonl; call no LLM.")
+@pass_state
+def scene2(state: State, count: int | None, dry_run: bool) -> None:
+    """Architectural design proposals from the project skeleton."""
+    ws = state.workspace(**{"scene2.count": count})
+    report = pipeline.run_scene2(ws, dry_run=dry_run)
+    _finish(report)
+
+
+@cli.command()
+@click.option("--limit", type=int, default=None, help="Scene-1 chunks (default: all).")
+@click.option("--qa-count", type=int, default=None, help="Q&A triplets per chunk.")
+@click.option("--count", type=int, default=None, help="Scene-2 proposals.")
+@click.option("--dry-run", is_flag=True, help="Plan only; call no LLM.")
+@pass_state
+def build(state: State, limit: int | None, qa_count: int | None, count: int | None, dry_run: bool) -> None:
+    """The whole job: chunks, skeleton, Scene-1, Scene-2 and the combined dataset."""
+    ws = state.workspace(**{"scene1.limit": limit, "scene1.qa_count": qa_count, "scene2.count": count})
+    report = pipeline.run_build(ws, dry_run=dry_run)
+    _finish(report)
+
+
+@cli.command()
+@pass_state
+def stats(state: State) -> None:
+    """Counts, coverage and token totals of the dataset."""
+    ws = state.workspace()
+    for line in describe_stats(ws.out):
+        click.echo(line)
+
+
+@cli.command()
+@click.option("--since", default=None, help="Base revision (default: the manifest's source commit).")
+@click.option("--until", default=None, help="Target revision (default HEAD).")
+@click.option("--fallback", type=click.Choice(["none", "full"]), default="none", show_default=True,
+              help="What to do when --since is missing from a shallow clone.")
+@click.option("--dry-run", is_flag=True, help="Plan only; call no LLM.")
+@pass_state
+def incremental(state: State, since: str | None, until: str | None, fallback: str, dry_run: bool) -> None:
+    """Update the dataset for what changed between two commits."""
+    from codefactory.incremental import run_incremental
+
+    ws = state.workspace()
+    report = run_incremental(ws, since=since, until=until, fallback=fallback, dry_run=dry_run)
+    _finish(report)
+
+
+@cli.command("install-hook")
+@click.option("--uninstall", is_flag=True, help="Remove the hook (restoring a hook it replaced).")
+@click.option("--strict", is_flag=True, help="Run in the foreground and fail the push on error.")
+@pass_state
+def install_hook(state: State, uninstall: bool, strict: bool) -> None:
+    """Install the pre-push hook that updates the dataset on every push."""
+    from codefactory.hooks import install, uninstall as remove
+
+    repo = GitRepo(state.repo_path)
+    message = remove(repo.git_dir) if uninstall else install(repo.git_dir, strict=strict)
+    click.echo(message)
+
+
+def _finish(report: pipeline.RunReport) -> None:
+    print_lines(describe_report(report))
+    if report.failed:
+        sys.exit(1)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False, prog_name="codefactory")
+    except click.exceptions.Abort:
+        _interrupted()
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except CodefactoryError as exc:
+        click.echo(f"codefactory: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _interrupted()
+    except Exception:  # noqa: BLE001 - the one place that turns a bug into a short message and a log
+        path = Path(".codefactory") / "error.log"
+        try:
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(traceback.format_exc(), encoding="utf-8")
+            where = f"; traceback in {path}"
+        except OSError:
+            where = ""
+        click.echo(f"codefactory: internal error: {sys.exc_info()[1]!r}{where}", err=True)
+        sys.exit(1)
+
+
+def _interrupted() -> None:
+    console.print("interrupted: finished samples are cached; run the same command again to resume", markup=False)
+    sys.exit(130)

@@ -1,0 +1,63 @@
+"""Human summaries of a run and of the dataset (plain strings; the CLI prints them)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from codefactory.pipeline import RunReport
+from codefactory.store import SCENES, DatasetStore
+
+
+def describe_report(report: RunReport) -> list[str]:
+    s = report.stats
+    if report.dry_run:
+        return [
+            f"{report.command} (dry run) at {report.commit[:10]}: {report.chunks} chunks, {s.requests} requests "
+            f"({s.cache_hits} already cached, {s.requests - s.cache_hits} to send)",
+            f"estimated tokens: {report.estimated_prompt_tokens} prompt + {report.estimated_completion_tokens} completion",
+            *(f"wrote {p}" for p in report.outputs),
+        ]
+    version = f"dataset v{report.version}" if report.version else "dataset unchanged"
+    lines = [
+        f"{report.command} at {report.commit[:10]}: {report.samples} samples from {s.requests} requests "
+        f"(cache hits {s.cache_hits}, LLM calls {s.llm_calls}, failed {len(s.failures)}"
+        + (f", deferred {s.deferred}" if s.deferred else "") + ")",
+        f"{version}: +{report.added} added, -{report.retired} retired · tokens {s.prompt_tokens} prompt + "
+        f"{s.completion_tokens} completion · {report.elapsed:.1f}s",
+    ]
+    if s.deferred:
+        lines.append(f"{s.deferred} requests deferred by max_requests; the next run picks them up")
+    for label, reason in s.failures:
+        lines.append(f"failed: {label}: {reason}")
+    if report.outputs:
+        lines.append(f"dataset: {report.outputs[-1]}")
+    return lines
+
+
+def describe_stats(out: Path) -> list[str]:
+    store = DatasetStore(out)
+    versions = store.versions()
+    if not versions:
+        return [f"no dataset in {out} yet (run `codefactory build`)"]
+    live = store.live()
+    lines = [f"dataset {out}: version {versions[-1].version} at commit {versions[-1].to_commit[:10]}"]
+    for scene in SCENES:
+        raw = store.read_raw(scene)
+        samples = [raw[i] for i in live.ids() if i in raw]
+        usage = Counter()
+        for sample in samples:
+            usage.update(sample.generation.get("usage", {}))
+        if scene == "scene1":
+            files = {s.source["path"] for s in samples}
+            symbols = {s.source["chunk_id"] for s in samples}
+            coverage = f", {len(files)} files, {len(symbols)} chunks covered"
+        else:
+            coverage = f", {len({m for s in samples for m in s.source['modules']})} modules anchored"
+        lines.append(f"{scene}: {len(samples)} live of {len(raw)} generated{coverage}; "
+                     f"tokens {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion")
+    lines.append("versions:")
+    for v in versions:
+        lines.append(f"  v{v.version} {v.created_at} {(v.from_commit or 'none')[:10]}..{v.to_commit[:10]} "
+                     f"+{len(v.added)} -{len(v.retired)}")
+    return lines

@@ -200,3 +200,14 @@ def _parse_bool(text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError(text)
+
+
+def settings_table() -> str:
+    """The Markdown table of docs/configuration.md (a test keeps the file in sync)."""
+    rows = ["| YAML key | flag | environment | default | what |", "|---|---|---|---|---|"]
+    for s in SETTINGS:
+        default = "—" if s.default is None else f"`{s.default!r}`" if not isinstance(s.default, str) else f"`{s.default}`"
+        env = f"`{s.env}`" + (" or `OPENAI_BASE_URL`" if s.key == "base_url" else "")
+        choices = " (" + " \\| ".join(s.choices) + ")" if s.choices else ""
+        rows.append(f"| `{s.key}` | {f'`{s.flag}`' if s.flag else '—'} | {env} | {default} | {s.help}{choices} |")
+    return "\n".join(rows) + "\n"

@@ -136,11 +136,13 @@ def plan_scene2(
     params: GenerationParams,
     seed: int = 0,
     code_of: Mapping[str, str] | None = None,
+    anchors: Sequence[Anchor] | None = None,
 ) -> list[Scene2Job]:
+    """Jobs for `count` proposals, or for exactly `anchors` (an incremental run re-asks for given slots)."""
     prompt = load_prompt(SCENE)
     overview = skeleton.tree
     jobs = []
-    for anchor in choose_anchors(skeleton, count, seed=seed):
+    for anchor in choose_anchors(skeleton, count, seed=seed) if anchors is None else anchors:
         skeleton_slice = skeleton.slice(anchor.modules)
         snippets = pick_snippets(anchor, ranked_chunks, snippets_per_proposal)
         snippet_text = "\n\n".join(_snippet(c, (code_of or {}).get(c.id, c.text)) for c in snippets)
@@ -174,7 +176,7 @@ def sample_from_reply(job: Scene2Job, reply: Reply, *, repo_name: str, commit: s
     content = {"requirement": data["requirement"].strip(), "thinking_trace": data["thinking_trace"].strip(),
                "proposal": proposal}
     return Sample(id=sample_id("s2", job.request.key, 0), scene=SCENE, content=content, source=source,
-                  generation=generation, input={"theme": job.anchor.theme})
+                  generation=generation, input={"theme": job.anchor.theme, "index": job.anchor.index})
 
 
 def _snippet(chunk: Chunk, code: str) -> str:

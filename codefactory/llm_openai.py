@@ -99,6 +99,8 @@ class OpenAIBackend:
             ) from None
         except openai.NotFoundError:
             listed = None  # some servers have no /models; the first request will tell
+        except (openai.APIResponseValidationError, AttributeError, TypeError, ValueError):
+            listed = None  # a /models body we cannot read says nothing about chat completions
         except openai.APIConnectionError as exc:
             raise BackendError(f"cannot reach the LLM endpoint at {self.base_url}: {self._cause(exc)}") from None
         except openai.APIStatusError as exc:
@@ -111,10 +113,9 @@ class OpenAIBackend:
                     raise BackendError(f"the LLM endpoint at {self.base_url} lists no models: name one with --model")
                 self.model = listed[0]
             elif listed and self.model not in listed:
+                # Only a warning: llama.cpp and others serve one model under any name.
                 offered = ", ".join(listed[:8]) + (" ..." if len(listed) > 8 else "")
-                raise BackendError(
-                    f"model {self.model!r} is not offered by {self.base_url} (it has: {offered}): pick one with --model"
-                )
+                log.warning("model %r is not listed by %s (it lists: %s)", self.model, self.base_url, offered)
 
     def complete(self, messages: list[dict[str, str]], schema: dict[str, Any], params: GenerationParams) -> Completion:
         """One chat completion constrained to `schema`; GenerationError when it failed for good."""

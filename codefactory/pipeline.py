@@ -34,6 +34,7 @@ from codefactory.tokens import count_tokens
 from codefactory.ui import progress_bar
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+SERVER_DEFAULT_MODEL = "(server default)"  # dry runs against an endpoint whose model was not named
 
 
 @dataclass
@@ -64,8 +65,12 @@ class Workspace:
         return paths
 
     @cached_property
-    def backend_and_model(self) -> tuple[str, str]:
-        """Resolved without loading anything, so dry runs and cache keys agree with real runs."""
+    def backend_and_model(self) -> tuple[str, str | None]:
+        """Resolved without loading anything, so dry runs and cache keys agree with real runs.
+
+        The model is None when an endpoint is configured without one: the server's default
+        model is then asked for (a /models call, never a generation) before keys are computed.
+        """
         backend = self.config["backend"]
         if backend == "auto":
             backend = "openai" if (self.config.api_key or self.config["base_url"]) else "local"
@@ -74,7 +79,7 @@ class Workspace:
         if backend == "local":
             path = self.config["llm.model_path"] or bundled_model_path()
             return backend, Path(path).stem if path else "local-model"
-        return backend, DEFAULT_OPENAI_MODEL
+        return backend, None if self.config["base_url"] else DEFAULT_OPENAI_MODEL
 
     @property
     def params(self) -> GenerationParams:
@@ -169,6 +174,11 @@ def run_generation(
     """Generate for the given chunks and proposals, then record a dataset version."""
     started = time.monotonic()
     backend, model = ws.backend_and_model
+    llm: LLM | None = None
+    if model is None and not dry_run:
+        llm = ws.open_llm()
+        model = llm.model
+    model = model or SERVER_DEFAULT_MODEL
     params = ws.params
     repo_name = ws.repo.name
     jobs1 = plan_scene1(scene1_chunks, repo_name=repo_name, qa_count=qa_count, model=model, params=params)
@@ -198,8 +208,8 @@ def run_generation(
             store.append_raw(new)  # durable at once: a crash later loses nothing finished
             produced.extend(new)
 
-        misses = sum(1 for r in requests if r.key not in cache)
-        llm = ws.open_llm() if misses else None
+        if llm is None and any(r.key not in cache for r in requests):
+            llm = ws.open_llm()
         try:
             with progress_bar(f"{command}: generating", len(requests), enabled=ws.progress) as advance:
                 report.stats = generate(requests, llm=llm, cache=cache, on_reply=on_reply,
@@ -216,7 +226,7 @@ def run_generation(
         report.added = len(version.added) if version else 0
         report.retired = len(version.retired) if version else 0
         report.version = version.version if version else None
-        rebuild_dataset(ws, store, source_commit=snapshot.commit)
+        rebuild_dataset(ws, store, source_commit=snapshot.commit, model=model)
         report.outputs = [store.out / f for f in ("scene1_sft.jsonl", "scene2_sft.jsonl", "combined_sft.jsonl")]
         return report
     finally:
@@ -243,10 +253,11 @@ def _slot(sample: Sample) -> tuple[str, str]:
     return ("scene2", sample.input.get("theme", "") + "|" + ",".join(sample.source["modules"]))
 
 
-def rebuild_dataset(ws: Workspace, store: DatasetStore, *, source_commit: str) -> dict[str, int]:
+def rebuild_dataset(ws: Workspace, store: DatasetStore, *, source_commit: str, model: str | None = None) -> dict[str, int]:
     c = ws.config
     system_prompt = c["sft.system_prompt"].replace("{repo}", ws.repo.name)
-    backend, model = ws.backend_and_model
+    backend, configured = ws.backend_and_model
+    model = model or configured or SERVER_DEFAULT_MODEL
 
     def convert(sample: Sample, version: int) -> dict[str, Any]:
         return to_sft(sample, dataset_version=version, system_prompt=system_prompt,
@@ -263,6 +274,7 @@ def rebuild_dataset(ws: Workspace, store: DatasetStore, *, source_commit: str) -
 
 def _write_dry_run(ws: Workspace, report: RunReport, requests: Sequence[Request], cache: ReplyCache) -> None:
     backend, model = ws.backend_and_model
+    model = model or SERVER_DEFAULT_MODEL
     records = []
     for request in requests:
         if request.key in cache:

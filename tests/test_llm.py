@@ -258,9 +258,19 @@ def test_check_on_a_closed_port_names_the_url() -> None:
     assert "\n" not in message and SECRET not in message
 
 
-def test_check_rejects_a_model_the_server_lacks(scripted_server: ScriptedServer) -> None:
-    with pytest.raises(BackendError, match=r"'nope' is not offered by .*scripted-model"):
-        backend_for(scripted_server, model="nope").check()
+def test_check_warns_about_a_model_the_server_does_not_list(
+    scripted_server: ScriptedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A warning, not an error: llama.cpp's server answers to any model name.
+    backend_for(scripted_server, model="nope").check()
+    assert "'nope' is not listed" in caplog.text and "scripted-model" in caplog.text
+
+
+def test_check_tolerates_an_unreadable_models_listing(scripted_server: ScriptedServer) -> None:
+    scripted_server.add_faults("not_json")
+    llm = backend_for(scripted_server, model="scripted-model")
+    llm.check()
+    assert llm.model == "scripted-model"
 
 
 def test_check_picks_the_served_model_when_none_is_named(scripted_server: ScriptedServer) -> None:

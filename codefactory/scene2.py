@@ -84,8 +84,10 @@ class Scene2Job:
 def choose_anchors(skeleton: Skeleton, count: int, *, seed: int = 0) -> list[Anchor]:
     """Proposal i's anchor depends only on i, the seed and the skeleton, never on `count`,
     so asking for more proposals later keeps the first ones (and their cache entries)."""
-    modules = sorted((f.path for f in skeleton.files if f.symbols),
-                     key=lambda p: (-skeleton.centrality.get(p, 0.0), p))
+    candidates = [f for f in skeleton.files if f.symbols]
+    # Tests and prose describe the project but are poor places to design a feature from.
+    product = [f.path for f in candidates if not _is_test_path(f.path) and f.language != "text"]
+    modules = sorted(product or [f.path for f in candidates], key=lambda p: (-skeleton.centrality.get(p, 0.0), p))
     if not modules:
         return []
     by_dir: dict[str, list[str]] = {}
@@ -107,6 +109,14 @@ def choose_anchors(skeleton: Skeleton, count: int, *, seed: int = 0) -> list[Anc
         picked = [first] + rng.sample(others, min(MODULES_PER_PROPOSAL - 1, len(others)))
         anchors.append(Anchor(index, tuple(sorted(picked)), THEMES[(index + seed) % len(THEMES)]))
     return anchors
+
+
+def _is_test_path(path: str) -> bool:
+    parts = PurePosixPath(path).parts
+    name = parts[-1]
+    return (any(p in ("test", "tests", "testing", "__tests__", "spec") for p in parts[:-1])
+            or name.startswith("test_") or name.endswith(("_test.py", "_test.go", ".test.js", ".test.ts", ".spec.ts",
+                                                          ".spec.js", "Test.java", "Tests.java", "conftest.py")))
 
 
 def pick_snippets(anchor: Anchor, ranked_chunks: Sequence[Chunk], limit: int) -> list[Chunk]:

@@ -26,4 +26,4 @@ def progress_bar(description: str, total: int, *, enabled: bool = True) -> Itera
 
 def print_lines(lines: list[str]) -> None:
     for line in lines:
-        console.print(line, markup=False)
+        console.print(line, markup=False, soft_wrap=True)

@@ -108,7 +108,7 @@ def scene1(state: State, limit: int | None, qa_count: int | None, dry_run: bool)
     """Business-logic Q&A from the code chunks."""
     ws = state.workspace(**{"scene1.limit": limit, "scene1.qa_count": qa_count})
     report = pipeline.run_scene1(ws, dry_run=dry_run)
-    _finish(report)
+    _finish(report, state)
 
 
 @cli.command()
@@ -119,7 +119,7 @@ def scene2(state: State, count: int | None, dry_run: bool) -> None:
     """Architectural design proposals from the project skeleton."""
     ws = state.workspace(**{"scene2.count": count})
     report = pipeline.run_scene2(ws, dry_run=dry_run)
-    _finish(report)
+    _finish(report, state)
 
 
 @cli.command()
@@ -132,7 +132,7 @@ def build(state: State, limit: int | None, qa_count: int | None, count: int | No
     """The whole job: chunks, skeleton, Scene-1, Scene-2 and the combined dataset."""
     ws = state.workspace(**{"scene1.limit": limit, "scene1.qa_count": qa_count, "scene2.count": count})
     report = pipeline.run_build(ws, dry_run=dry_run)
-    _finish(report)
+    _finish(report, state)
 
 
 @cli.command()
@@ -157,7 +157,7 @@ def incremental(state: State, since: str | None, until: str | None, fallback: st
 
     ws = state.workspace()
     report = run_incremental(ws, since=since, until=until, fallback=fallback, dry_run=dry_run)
-    _finish(report)
+    _finish(report, state)
 
 
 @cli.command("install-hook")
@@ -173,8 +173,8 @@ def install_hook(state: State, uninstall: bool, strict: bool) -> None:
     click.echo(message)
 
 
-def _finish(report: pipeline.RunReport) -> None:
-    print_lines(describe_report(report))
+def _finish(report: pipeline.RunReport, state: State) -> None:
+    print_lines(describe_report(report, verbose=state.verbosity > 0))
     if report.failed:
         sys.exit(1)
 

@@ -25,11 +25,11 @@ from codefactory.prompts import load_prompt
 from codefactory.scan import ScanResult, scan
 from codefactory.scene1 import Scene1Job, plan_scene1, rank_chunks
 from codefactory.scene1 import samples_from_reply as scene1_samples
-from codefactory.scene2 import Scene2Job, plan_scene2, slice_sha256
+from codefactory.scene2 import Anchor, Scene2Job, plan_scene2, slice_sha256
 from codefactory.scene2 import sample_from_reply as scene2_sample
 from codefactory.sft import to_sft
 from codefactory.skeleton import Skeleton, build_skeleton
-from codefactory.store import DatasetStore
+from codefactory.store import DatasetStore, Pending, next_pending
 from codefactory.tokens import count_tokens
 from codefactory.ui import progress_bar
 
@@ -148,10 +148,12 @@ class RunReport:
     samples: int = 0
     added: int = 0
     retired: int = 0
+    moved: int = 0  # live samples whose code moved or was renamed: provenance updated, no LLM call
     version: int | None = None
     dry_run: bool = False
     estimated_prompt_tokens: int = 0
     estimated_completion_tokens: int = 0
+    plan: list[tuple[str, int, int]] = field(default_factory=list)  # dry runs: (label, prompt, completion tokens)
     outputs: list[Path] = field(default_factory=list)
     elapsed: float = 0.0
 
@@ -168,10 +170,19 @@ def run_generation(
     scene1_chunks: Sequence[Chunk] = (),
     qa_count: int = 3,
     scene2_count: int = 0,
+    scene2_anchors: Sequence[Anchor] = (),
+    retired: Sequence[str] = (),
+    moved: dict[str, dict[str, Any]] | None = None,
+    pending: Pending | None = None,
     dry_run: bool = False,
     from_commit: str | None = None,
 ) -> RunReport:
-    """Generate for the given chunks and proposals, then record a dataset version."""
+    """Generate for the given chunks and proposals, then record a dataset version.
+
+    An incremental run also passes the proposal slots to re-ask (`scene2_anchors`), the samples it retires
+    and the provenance updates (`moved`), all recorded in the same version, and the work it leaves for a
+    later run (`pending`, default: what was pending before).
+    """
     started = time.monotonic()
     backend, model = ws.backend_and_model
     llm: LLM | None = None
@@ -184,7 +195,7 @@ def run_generation(
     jobs1 = plan_scene1(scene1_chunks, repo_name=repo_name, qa_count=qa_count, model=model, params=params)
     jobs2 = plan_scene2(snapshot.skeleton, snapshot.ranked, repo_name=repo_name, count=scene2_count,
                         snippets_per_proposal=ws.config["scene2.snippets"], model=model, params=params,
-                        seed=ws.config["seed"]) if scene2_count else []
+                        seed=ws.config["seed"], anchors=scene2_anchors or None) if scene2_count or scene2_anchors else []
     requests = [j.request for j in jobs1] + [j.request for j in jobs2]
     report = RunReport(command=command, commit=snapshot.commit, chunks=len(snapshot.chunks), dry_run=dry_run)
     cache = ReplyCache(ws.cache_dir)
@@ -196,9 +207,11 @@ def run_generation(
         store = DatasetStore(ws.out)
         by_key: dict[str, Scene1Job | Scene2Job] = {j.request.key: j for j in [*jobs1, *jobs2]}
         produced: list[Sample] = []
+        answered: set[str] = set()
 
         def on_reply(request: Request, reply: Reply) -> None:
             job = by_key[request.key]
+            answered.add(request.key)
             if isinstance(job, Scene1Job):
                 new = scene1_samples(job, reply, repo_name=repo_name, commit=snapshot.commit, backend=backend,
                                      params=params)
@@ -219,9 +232,19 @@ def run_generation(
             if llm is not None:
                 llm.close()
 
-        retired = superseded(store, produced)
         version = store.commit_version(from_commit=from_commit, to_commit=snapshot.commit,
-                                       added=[s.id for s in produced], retired=retired)
+                                       added=[s.id for s in produced],
+                                       retired=[*retired, *superseded(store, produced)], moved=moved)
+        # Deferred (max_requests) and failed requests are left for the next run to pick up.
+        done: Pending = {"scene1": [], "scene2": []}
+        for job in [*jobs1, *jobs2]:
+            entry = ({"id": job.chunk.id, "path": job.chunk.path} if isinstance(job, Scene1Job) else
+                     {"index": job.anchor.index, "theme": job.anchor.theme, "modules": list(job.anchor.modules)})
+            done["scene1" if isinstance(job, Scene1Job) else "scene2"].append(entry)
+        undone = {scene: [e for e, j in zip(done[scene], jobs) if j.request.key not in answered]
+                  for scene, jobs in (("scene1", jobs1), ("scene2", jobs2))}
+        done = {scene: [e for e in done[scene] if e not in undone[scene]] for scene in done}
+        store.write_pending(next_pending(store.pending() if pending is None else pending, undone, done))
         report.samples = len(produced)
         report.added = len(version.added) if version else 0
         report.retired = len(version.retired) if version else 0
@@ -284,6 +307,7 @@ def _write_dry_run(ws: Workspace, report: RunReport, requests: Sequence[Request]
         completion_tokens = _estimated_completion_tokens(request)
         report.estimated_prompt_tokens += prompt_tokens
         report.estimated_completion_tokens += completion_tokens
+        report.plan.append((request.label, prompt_tokens, completion_tokens))
         records.append({"cache_key": request.key, "label": request.label, "backend": backend, "model": model,
                         "messages": request.messages, "schema": request.schema, "params": request.params.as_dict(),
                         "estimated_prompt_tokens": prompt_tokens, "estimated_completion_tokens": completion_tokens})
@@ -319,9 +343,9 @@ def run_scene2(ws: Workspace, *, dry_run: bool = False) -> RunReport:
     return report
 
 
-def run_build(ws: Workspace, *, dry_run: bool = False) -> RunReport:
+def run_build(ws: Workspace, *, dry_run: bool = False, rev: str | None = None) -> RunReport:
     """chunks + skeleton + Scene-1 + Scene-2 + combined dataset, as one dataset version."""
-    snapshot = take_snapshot(ws)
+    snapshot = take_snapshot(ws, rev)
     limit = ws.config["scene1.limit"]
     selected = snapshot.ranked[:limit] if limit is not None else snapshot.ranked
     report = run_generation(ws, snapshot, command="build", scene1_chunks=selected,

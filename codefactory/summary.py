@@ -9,10 +9,11 @@ from codefactory.pipeline import RunReport
 from codefactory.store import SCENES, DatasetStore
 
 
-def describe_report(report: RunReport) -> list[str]:
+def describe_report(report: RunReport, *, verbose: bool = False) -> list[str]:
     s = report.stats
     if report.dry_run:
-        return [
+        planned = [f"  {label}: ~{p} prompt + ~{c} completion tokens" for label, p, c in report.plan] if verbose else []
+        return [*planned,
             f"{report.command} (dry run) at {report.commit[:10]}: {report.chunks} chunks, {s.requests} requests "
             f"({s.cache_hits} already cached, {s.requests - s.cache_hits} to send)",
             f"estimated tokens: {report.estimated_prompt_tokens} prompt + {report.estimated_completion_tokens} completion",

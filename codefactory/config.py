@@ -40,6 +40,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("out", "data", str, "output directory, relative to the repository root", "--out"),
     Setting("rev", "HEAD", str, "commit whose tree is processed", "--rev"),
     Setting("max_requests", None, int, "stop scheduling new LLM calls past this many; the rest is deferred", "--max-requests"),
+    Setting("lock_timeout", 0.0, float, "seconds to wait for another run writing the same output directory"),
     Setting("scan.include", [], list, "gitignore-style globs; when set, only matching files are processed"),
     Setting("scan.exclude", [], list, "gitignore-style globs of files to skip"),
     Setting("scan.max_file_bytes", 1_000_000, int, "files larger than this are skipped"),

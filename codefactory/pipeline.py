@@ -235,15 +235,7 @@ def run_generation(
         version = store.commit_version(from_commit=from_commit, to_commit=snapshot.commit,
                                        added=[s.id for s in produced],
                                        retired=[*retired, *superseded(store, produced)], moved=moved)
-        # Deferred (max_requests) and failed requests are left for the next run to pick up.
-        done: Pending = {"scene1": [], "scene2": []}
-        for job in [*jobs1, *jobs2]:
-            entry = ({"id": job.chunk.id, "path": job.chunk.path} if isinstance(job, Scene1Job) else
-                     {"index": job.anchor.index, "theme": job.anchor.theme, "modules": list(job.anchor.modules)})
-            done["scene1" if isinstance(job, Scene1Job) else "scene2"].append(entry)
-        undone = {scene: [e for e, j in zip(done[scene], jobs) if j.request.key not in answered]
-                  for scene, jobs in (("scene1", jobs1), ("scene2", jobs2))}
-        done = {scene: [e for e in done[scene] if e not in undone[scene]] for scene in done}
+        undone, done = _split_done(jobs1, jobs2, answered)
         store.write_pending(next_pending(store.pending() if pending is None else pending, undone, done))
         report.samples = len(produced)
         report.added = len(version.added) if version else 0
@@ -255,6 +247,20 @@ def run_generation(
     finally:
         cache.close()
         report.elapsed = time.monotonic() - started
+
+
+def _split_done(jobs1: Sequence[Scene1Job], jobs2: Sequence[Scene2Job], answered: set[str]) -> tuple[Pending, Pending]:
+    """(undone, done) work of this run; undone (deferred by max_requests, or failed) is left for the next run."""
+    undone: Pending = {"scene1": [], "scene2": []}
+    done: Pending = {"scene1": [], "scene2": []}
+    for job1 in jobs1:
+        entry = {"id": job1.chunk.id, "path": job1.chunk.path}
+        (done if job1.request.key in answered else undone)["scene1"].append(entry)
+    for job2 in jobs2:
+        anchor = job2.anchor
+        entry = {"index": anchor.index, "theme": anchor.theme, "modules": list(anchor.modules)}
+        (done if job2.request.key in answered else undone)["scene2"].append(entry)
+    return undone, done
 
 
 def superseded(store: DatasetStore, produced: Sequence[Sample]) -> list[str]:

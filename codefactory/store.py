@@ -19,6 +19,25 @@ from codefactory.models import DatasetVersion, Sample
 
 SCENES = ("scene1", "scene2")
 
+# Pending work per scene: Scene-1 entries are {"id", "path"} of a chunk, Scene-2 entries an anchor
+# {"index", "theme", "modules"}; an entry is identified by its chunk id or proposal index.
+Pending = dict[str, list[dict[str, Any]]]
+_PENDING_KEY = {"scene1": "id", "scene2": "index"}
+
+
+def next_pending(carry: Pending, undone: Pending, done: Pending) -> Pending:
+    """What stays pending after a run: `carry` without what the run did, plus what it left undone."""
+    result: Pending = {}
+    for scene in SCENES:
+        key = _PENDING_KEY[scene]
+        finished = {entry[key] for entry in done.get(scene, [])}
+        merged: dict[Any, dict[str, Any]] = {}
+        for entry in [*carry.get(scene, []), *undone.get(scene, [])]:
+            if entry[key] not in finished:
+                merged[entry[key]] = entry
+        result[scene] = [merged[k] for k in sorted(merged)]
+    return result
+
 
 @dataclass
 class LiveSet:
@@ -90,6 +109,26 @@ class DatasetStore:
                 live.added_in[sample_id] = record["version"]
             live.moved.update(record.get("moved", {}))
         return live
+
+    # -- pending work ----------------------------------------------------------------------
+
+    @property
+    def pending_path(self) -> Path:
+        return self.out / "pending.json"
+
+    def pending(self) -> Pending:
+        """Work planned but not done (deferred by a cap, or failed); the next incremental run picks it up."""
+        try:
+            data = json.loads(self.pending_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        return {scene: list(data.get(scene, [])) for scene in SCENES}
+
+    def write_pending(self, pending: Pending) -> None:
+        if any(pending.get(scene) for scene in SCENES):
+            atomic_write_json(self.pending_path, {scene: pending.get(scene, []) for scene in SCENES})
+        else:
+            self.pending_path.unlink(missing_ok=True)
 
     def manifest(self) -> dict[str, Any] | None:
         try:

@@ -24,11 +24,14 @@ def describe_report(report: RunReport, *, verbose: bool = False) -> list[str]:
         f"{report.command} at {report.commit[:10]}: {report.samples} samples from {s.requests} requests "
         f"(cache hits {s.cache_hits}, LLM calls {s.llm_calls}, failed {len(s.failures)}"
         + (f", deferred {s.deferred}" if s.deferred else "") + ")",
-        f"{version}: +{report.added} added, -{report.retired} retired · tokens {s.prompt_tokens} prompt + "
+        f"{version}: +{report.added} added, -{report.retired} retired"
+        + (f", {report.moved} moved (provenance updated)" if report.moved else "")
+        + f" · tokens {s.prompt_tokens} prompt + "
         f"{s.completion_tokens} completion · {report.elapsed:.1f}s",
     ]
     if s.deferred:
-        lines.append(f"{s.deferred} requests deferred by max_requests; the next run picks them up")
+        lines.append(f"{s.deferred} requests deferred (max_requests, scene2.max_new_per_run); "
+                     "the next run picks them up")
     for label, reason in s.failures:
         lines.append(f"failed: {label}: {reason}")
     if report.outputs:

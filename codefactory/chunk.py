@@ -1,0 +1,319 @@
+"""Split source files into chunks at function, method and class boundaries (SPEC §4 Chunk).
+
+A definition that fits `max_tokens` is one chunk; a larger class is split into a header chunk and its
+members; a larger function into line-window parts (`path::Sym#part2`). Code between definitions becomes
+`module` chunks; tiny siblings are merged. Files without a grammar (or whose parse fails) are cut into
+line windows. Each candidate's tokens are counted once, and the output depends only on the input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from .models import Chunk, SourceFile
+from .outline import Definition, outline
+from .tokens import count_tokens
+
+_PUNCTUATION_ONLY = frozenset("{}()[];, \t\r")
+_ENCODE_CHARS = 100_000
+_MAX_CHARS_PER_TOKEN = 16  # beyond this many characters per allowed token, a span cannot fit  # the encoder refuses inputs over 1M chars / 200k tokens
+
+
+def _count(text: str) -> int:
+    """count_tokens, in slices for huge spans (minified files): those only need to be known as too big."""
+    if len(text) <= _ENCODE_CHARS:
+        return count_tokens(text)
+    return sum(count_tokens(text[i : i + _ENCODE_CHARS]) for i in range(0, len(text), _ENCODE_CHARS))
+
+
+@dataclass
+class _Piece:
+    """A candidate chunk: a span of rows (0-based, inclusive) before merging."""
+
+    kind: str
+    symbol: str
+    start: int
+    end: int
+    tokens: int
+    name: str = ""  # id suffix after "path::" ("Sym", "Sym#2", "Sym#part3"); "" means a window id
+    mergeable: bool = True
+    text: str | None = None  # set only for a slice of one over-long line
+
+
+@dataclass
+class _Group:
+    pieces: list[_Piece] = field(default_factory=list)
+    tokens: int = 0
+
+
+def chunk_files(files: Iterable[SourceFile], **bounds: int) -> list[Chunk]:
+    """Chunks of every file, concatenated in file order; `bounds` are passed to `chunk_file`."""
+    chunks: list[Chunk] = []
+    for file in files:
+        chunks.extend(chunk_file(file, **bounds))
+    return chunks
+
+
+def chunk_file(file: SourceFile, *, max_tokens: int = 800, min_tokens: int = 40, window_lines: int = 60) -> list[Chunk]:
+    """Split one file into chunks with ids unique within the file, in line order."""
+    if max_tokens < 1 or window_lines < 1 or min_tokens < 0:
+        raise ValueError("chunk bounds must be positive (max_tokens, window_lines) and min_tokens >= 0")
+    return _Chunker(file, max_tokens, min_tokens, window_lines).run()
+
+
+class _Chunker:
+    def __init__(self, file: SourceFile, max_tokens: int, min_tokens: int, window_lines: int) -> None:
+        self.file = file
+        self.max = max_tokens
+        self.min = min_tokens
+        self.window_lines = window_lines
+        self.lines = file.text.split("\n")  # tree-sitter rows count "\n" only, unlike str.splitlines
+        if self.lines and self.lines[-1] == "":
+            self.lines.pop()
+        self.import_rows: frozenset[int] = frozenset()
+        self.names_used: dict[str, int] = {}
+
+    def run(self) -> list[Chunk]:
+        last = len(self.lines) - 1
+        tree = outline(self.file)
+        pieces: list[_Piece | _Group]
+        if tree is None:
+            pieces = list(self.windowed("window", "", 0, last, name=""))
+        else:
+            self.import_rows = tree.import_rows
+            pieces = self.scope(tree.definitions, 0, last, owner=None)
+        return self.materialize(pieces)
+
+    # -- spans ---------------------------------------------------------------------------------
+    def text(self, start: int, end: int) -> str:
+        return "\n".join(self.lines[start : end + 1])
+
+    def count(self, start: int, end: int) -> int:
+        return _count(self.text(start, end))
+
+    def blank(self, row: int) -> bool:
+        return not self.lines[row].strip()
+
+    def trim(self, start: int, end: int) -> tuple[int, int]:
+        while start <= end and self.blank(start):
+            start += 1
+        while end >= start and self.blank(end):
+            end -= 1
+        return start, end
+
+    def unique(self, qualified: str) -> str:
+        seen = self.names_used.get(qualified, 0) + 1
+        self.names_used[qualified] = seen
+        return qualified if seen == 1 else f"{qualified}#{seen}"
+
+    # -- structure -----------------------------------------------------------------------------
+    def scope(self, definitions: Iterable[Definition], lo: int, hi: int, owner: Definition | None,
+              head: list[_Piece] | None = None) -> list[_Piece | _Group]:
+        """Pieces for rows lo..hi holding `definitions`, with tiny neighbours merged."""
+        pieces: list[_Piece | _Group] = list(head or [])
+        cursor = lo
+        for definition in definitions:
+            start = max(definition.start, cursor)
+            if start > definition.end:  # shares its only line with the previous definition
+                continue
+            pieces.extend(self.gap(cursor, start - 1, owner))
+            pieces.extend(self.definition(definition, start))
+            cursor = definition.end + 1
+        pieces.extend(self.gap(cursor, hi, owner))
+        return self.merge(pieces)
+
+    def definition(self, definition: Definition, start: int) -> list[_Piece | _Group]:
+        kind = "class" if definition.kind in ("class", "namespace") else definition.kind
+        name = self.unique(definition.qualified)
+        end = definition.end
+        tokens = self.count(start, end)
+        if tokens <= self.max:
+            return [_Piece(kind, definition.qualified, start, end, tokens, name)]
+        if kind != "class" or not definition.members:
+            return list(self.windowed(kind, definition.qualified, start, end, name=name))
+        # Too big a class: its header (signature, docstring, fields up to the first member), then members.
+        first = max(definition.members[0].start, start)
+        head: list[_Piece] = []
+        head_start, head_end = self.trim(start, first - 1)
+        if head_start <= head_end:
+            head_tokens = self.count(head_start, head_end)
+            if head_tokens <= self.max:
+                head = [_Piece("class", definition.qualified, head_start, head_end, head_tokens, name)]
+            else:
+                head = self.windowed("class", definition.qualified, head_start, head_end, name=name)
+        members = self.scope(definition.members, first, end, owner=definition, head=head)
+        for item in members:  # merged within the class already; never across its boundary
+            if isinstance(item, _Piece):
+                item.mergeable = False
+        return members
+
+    def gap(self, lo: int, hi: int, owner: Definition | None) -> list[_Piece]:
+        """Code between definitions: module code, or fields/statements inside a split class."""
+        lo, hi = self.trim(lo, hi)
+        if lo > hi:
+            return []
+        rows = range(lo, hi + 1)
+        if all(_PUNCTUATION_ONLY.issuperset(self.lines[r]) for r in rows):
+            return []  # closing braces left between a split class's members
+        in_class = owner is not None and owner.kind == "class"
+        kind, symbol = ("class", owner.qualified) if in_class and owner else ("module", "")
+        tokens = self.count(lo, hi)
+        if tokens < self.min and all(r in self.import_rows or self.blank(r) for r in rows):
+            return []  # a few imports say nothing on their own
+        if tokens <= self.max:
+            return [_Piece(kind, symbol, lo, hi, tokens)]
+        return self.windowed(kind, symbol, lo, hi, name="", mergeable=False)
+
+    # -- windows -------------------------------------------------------------------------------
+    def windowed(self, kind: str, symbol: str, lo: int, hi: int, *, name: str,
+                 mergeable: bool = False) -> list[_Piece]:
+        """Rows lo..hi as line windows of at most window_lines lines and max_tokens tokens.
+
+        Named windows are parts of one definition ("Sym#part1", ...); unnamed ones get window ids.
+        """
+        pieces: list[_Piece] = []
+        # equal windows: 130 rows with window_lines=60 become 44+44+42, not 60+60+10
+        windows = -(-(hi - lo + 1) // self.window_lines)
+        size = -(-(hi - lo + 1) // windows) if windows else self.window_lines
+        start = lo
+        while start <= hi:
+            start, _ = self.trim(start, hi)
+            if start > hi:
+                break
+            end = min(start + size - 1, hi)
+            if end < hi:
+                end = self.soft_end(start, end)
+            start, end = self.trim(start, self.char_cap(start, end))
+            tokens = self.count(start, end) if len(self.lines[start]) <= self.max * _MAX_CHARS_PER_TOKEN else self.max + 1
+            while tokens > self.max and end > start:
+                # shrink in proportion to the overshoot; the margin keeps the retries few
+                shorter = start + (end - start + 1) * self.max * 9 // (tokens * 10) - 1
+                start, end = self.trim(start, min(max(shorter, start), end - 1))
+                tokens = self.count(start, end)
+            if tokens > self.max:
+                pieces.extend(_Piece(kind, symbol, start, start, t, text=s, mergeable=False)
+                              for s, t in self.split_line(self.lines[start]))
+            else:
+                pieces.append(_Piece(kind, symbol, start, end, tokens, mergeable=mergeable))
+            start = end + 1
+        if name:
+            for number, piece in enumerate(pieces, 1):
+                piece.name = f"{name}#part{number}" if len(pieces) > 1 else name
+        return pieces
+
+    def char_cap(self, start: int, end: int) -> int:
+        """Shorten a window that has far too many characters to fit before counting its tokens."""
+        limit = self.max * _MAX_CHARS_PER_TOKEN
+        chars = 0
+        for row in range(start, end + 1):
+            chars += len(self.lines[row]) + 1
+            if chars > limit:
+                return max(start, row - 1)
+        return end
+
+    def soft_end(self, start: int, end: int) -> int:
+        """Prefer to end a window before a blank line in its last third, so parts break between blocks."""
+        for row in range(end + 1, end - (end - start) // 3, -1):
+            if row > start and self.blank(row):
+                return row - 1
+        return end
+
+    def split_line(self, line: str) -> list[tuple[str, int]]:
+        """One line longer than max_tokens (minified code, data) cut into slices that fit."""
+        slices: list[tuple[str, int]] = []
+        chars_per_token = 4.0  # refined from each slice, so every slice is counted about once
+        position = 0
+        while position < len(line):
+            size = max(1, int(self.max * chars_per_token * 0.95))
+            tokens = _count(line[position : position + size])
+            while tokens > self.max and size > 1:
+                size = max(1, size * self.max * 9 // (tokens * 10))
+                tokens = _count(line[position : position + size])
+            piece = line[position : position + size]
+            slices.append((piece, tokens))
+            chars_per_token = max(1.0, len(piece) / max(tokens, 1))
+            position += len(piece)
+        return slices
+
+    # -- merging -------------------------------------------------------------------------------
+    def merge(self, items: list[_Piece | _Group]) -> list[_Piece | _Group]:
+        """Merge tiny pieces (< min_tokens) into adjacent small siblings while the total fits."""
+        out: list[_Piece | _Group] = []
+        group: _Group | None = None
+        small = self.max // 2
+        for item in items:
+            if isinstance(item, _Piece) and item.mergeable:
+                if group is not None:
+                    joint = group.tokens + item.tokens + self.between(group.pieces[-1].end, item.start)
+                    tiny = group.tokens < self.min or item.tokens < self.min
+                    if tiny and group.tokens <= small and item.tokens <= small and joint <= self.max:
+                        group.pieces.append(item)
+                        group.tokens = joint
+                        continue
+                    out.append(group.pieces[0] if len(group.pieces) == 1 else group)
+                group = _Group([item], item.tokens)
+                continue
+            if group is not None:
+                out.append(group.pieces[0] if len(group.pieces) == 1 else group)
+                group = None
+            out.append(item)
+        if group is not None:
+            out.append(group.pieces[0] if len(group.pieces) == 1 else group)
+        return out
+
+    def between(self, end: int, start: int) -> int:
+        """Tokens of the rows separating two merged pieces (blank lines, dropped imports or braces)."""
+        if start - end <= 1:
+            return 1
+        if all(self.blank(r) for r in range(end + 1, start)):
+            return start - end
+        return self.count(end + 1, start - 1) + 1
+
+    # -- output --------------------------------------------------------------------------------
+    def materialize(self, items: list[_Piece | _Group]) -> list[Chunk]:
+        chunks: list[Chunk] = []
+        ids: set[str] = set()
+        for item in items:
+            for chunk in self.to_chunks(item):
+                chunk_id = chunk.id
+                number = 1
+                while chunk_id in ids:  # e.g. two slices of one long line
+                    number += 1
+                    chunk_id = f"{chunk.id}#{number}"
+                ids.add(chunk_id)
+                chunks.append(chunk if chunk_id == chunk.id else replace(chunk, id=chunk_id))
+        return chunks
+
+    def to_chunks(self, item: _Piece | _Group) -> list[Chunk]:
+        if isinstance(item, _Piece):
+            text = item.text if item.text is not None else self.text(item.start, item.end)
+            return [self.chunk(item.kind, item.symbol, item.name, item.start, item.end, text, item.tokens)]
+        start, end = item.pieces[0].start, item.pieces[-1].end
+        text = self.text(start, end)
+        tokens = _count(text)
+        if tokens > self.max:  # token counts do not quite add up across joins: keep the pieces apart
+            return [c for piece in item.pieces for c in self.to_chunks(piece)]
+        named = [p for p in item.pieces if p.name]
+        kind = named[0].kind if named else item.pieces[0].kind
+        symbol = ", ".join(p.symbol for p in named) if named else item.pieces[0].symbol
+        name = "+".join(p.name for p in named)
+        return [self.chunk(kind, symbol, name, start, end, text, tokens)]
+
+    def chunk(self, kind: str, symbol: str, name: str, start: int, end: int, text: str, tokens: int) -> Chunk:
+        path = self.file.path
+        chunk_id = f"{path}::{name}" if name else f"{path}#L{start + 1}-L{end + 1}"
+        return Chunk(
+            id=chunk_id,
+            path=path,
+            language=self.file.language,
+            kind=kind,  # type: ignore[arg-type]
+            symbol=symbol,
+            start_line=start + 1,
+            end_line=end + 1,
+            sha256=hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
+            tokens=tokens,
+            text=text,
+        )
+

@@ -1,0 +1,213 @@
+"""The project skeleton: directory tree plus per-file symbols, fitted to a token budget (SPEC §3).
+
+`project_skeleton.txt` is `Skeleton.to_text()`, `project_skeleton.json` is `Skeleton.to_dict()`. Scene 2
+builds its prompts from `Skeleton.slice(paths)`, whose text for a file depends only on that file, so it
+can key incremental regeneration.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import posixpath
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .dirtree import render_tree
+from .models import SourceFile
+from .outline import Definition, outline
+from .tokens import count_tokens
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Names every file "references" without meaning it: keywords and builtins say nothing about structure.
+_STOP_NAMES = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset(
+    {"self", "this", "super", "main", "test", "tests", "init", "new", "func", "function", "class", "const",
+     "let", "var", "return", "string", "int", "error", "err", "impl", "pub", "use", "mod", "struct", "type"}
+)
+_IMPORT_PREFIXES = ("import ", "import(", "import{", "from ", "use ", "pub use ", "package ", "extern crate ",
+                    "#include", "export ")
+_REQUIRE = re.compile(r"\brequire\(\s*[\"'][^\"'\n]*")
+_GO_IMPORT_PATH = re.compile(r"^[ \t]*(?:[\w.]+[ \t]+)?\"[^\"\n]+\"[ \t]*$", re.M)  # inside `import ( ... )`
+_PACKAGE_FILES = frozenset({"__init__", "__main__", "index", "mod", "lib", "main"})
+_ENTRY_POINTS = frozenset(
+    {"__main__.py", "main.py", "cli.py", "app.py", "manage.py", "wsgi.py", "asgi.py", "main.go", "main.rs",
+     "lib.rs", "index.js", "index.ts", "main.js", "main.ts", "server.js", "server.ts", "Main.java",
+     "Application.java", "App.java"}
+)
+_ENTRY_BONUS = 0.1
+_TREE_SHARE = 0.5  # the tree may take at most this share of the budget; the rest is for symbols
+
+
+@dataclass(frozen=True)
+class SymbolInfo:
+    """One definition: `name` is qualified (`OrderService.place`), `line` is 1-based."""
+
+    kind: str  # "function" | "method" | "class" | "namespace"
+    name: str
+    signature: str
+    doc: str
+    line: int
+
+
+@dataclass(frozen=True)
+class FileSymbols:
+    path: str
+    language: str
+    symbols: list[SymbolInfo]
+
+    def section(self) -> str:
+        """This file's block in the skeleton text: a header line, then one line per symbol."""
+        lines = [f"## {self.path}"]
+        for symbol in self.symbols:
+            # nesting shows in the qualified name; Go methods are top-level although named Type.Method
+            indent = "" if self.language == "go" else "  " * symbol.name.count(".")
+            doc = f" — {symbol.doc}" if symbol.doc else ""
+            lines.append(f"{indent}{symbol.signature}{doc}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    """Directory tree + symbols. `files` holds every file with symbols; `omitted` those left out of the text."""
+
+    tree: str
+    files: list[FileSymbols]
+    centrality: dict[str, float]
+    token_count: int
+    omitted: list[str]
+
+    def to_text(self) -> str:
+        """The text of project_skeleton.txt: the tree, then the kept files' symbols, sorted by path."""
+        left_out = set(self.omitted)
+        parts = ["Directory tree:", self.tree, "", "Symbols:"]
+        parts.extend(f.section() for f in self.files if f.path not in left_out)
+        if left_out:
+            parts.append(f"({len(left_out)} more files' symbols omitted to fit the token budget)")
+        return "\n".join(parts) + "\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The content of project_skeleton.json."""
+        return {
+            "tree": self.tree,
+            "files": [asdict(f) for f in self.files],
+            "centrality": dict(sorted(self.centrality.items())),
+            "token_count": self.token_count,
+            "omitted": list(self.omitted),
+        }
+
+    def slice(self, paths: Iterable[str]) -> str:
+        """The symbol sections of just these files (omitted ones included), sorted by path."""
+        wanted = set(paths)
+        return "\n".join(f.section() for f in self.files if f.path in wanted)
+
+
+def extract_symbols(file: SourceFile) -> FileSymbols:
+    """The file's definitions in source order; none for text files and files whose parse failed."""
+    tree = outline(file)
+    symbols: list[SymbolInfo] = []
+    if tree is not None:
+        _flatten(tree.definitions, symbols)
+    return FileSymbols(path=file.path, language=file.language, symbols=symbols)
+
+
+def _flatten(definitions: Iterable[Definition], into: list[SymbolInfo]) -> None:
+    for d in definitions:
+        into.append(SymbolInfo(kind=d.kind, name=d.qualified, signature=d.signature, doc=d.doc, line=d.line + 1))
+        _flatten(d.members, into)
+
+
+def build_skeleton(files: Sequence[SourceFile], *, token_budget: int = 6000, repo_name: str = "") -> Skeleton:
+    """Skeleton of `files` whose text fits `token_budget` tokens, keeping the most central files' symbols."""
+    ordered = sorted(files, key=lambda f: f.path)
+    all_symbols = [extract_symbols(f) for f in ordered]
+    with_symbols = [s for s in all_symbols if s.symbols]
+    centrality = compute_centrality(ordered, all_symbols)
+    tree = render_tree([f.path for f in ordered], root=repo_name, token_budget=int(token_budget * _TREE_SHARE))
+
+    def skeleton(omitted: list[str]) -> Skeleton:
+        draft = Skeleton(tree, with_symbols, centrality, 0, sorted(omitted))
+        return Skeleton(tree, with_symbols, centrality, count_tokens(draft.to_text()), draft.omitted)
+
+    base = skeleton([s.path for s in with_symbols])
+    remaining = token_budget - base.token_count
+    kept: list[str] = []
+    omitted: list[str] = []
+    for symbols in sorted(with_symbols, key=lambda s: (-centrality.get(s.path, 0.0), s.path)):
+        if remaining <= 0:
+            omitted.append(symbols.path)
+            continue
+        section = symbols.section()
+        # a section longer than 10 chars per remaining token cannot fit; skip counting it (huge generated files)
+        cost = count_tokens(section) + 1 if len(section) <= 10 * remaining + 1000 else remaining + 1
+        if cost <= remaining:
+            kept.append(symbols.path)
+            remaining -= cost
+        else:
+            omitted.append(symbols.path)
+    result = skeleton(omitted)
+    # Token counts do not add up exactly across the joins: drop the least central kept files until it fits.
+    while result.token_count > token_budget and kept:
+        omitted.append(kept.pop())
+        result = skeleton(omitted)
+    return result
+
+
+def compute_centrality(files: Sequence[SourceFile], symbols: Sequence[FileSymbols]) -> dict[str, float]:
+    """Score in [0, 1] (+ a small entry-point bonus) for each file: how much other files refer to it.
+
+    A file's module name is `orders` for pkg/orders.py (the directory for __init__.py, index.js, mod.rs
+    and Go packages). Another file that names it on an import line counts 1, plus 0.5 if it also names
+    one of the file's top-level symbols; naming the module and a symbol outside imports (Java classes in
+    one package) counts 0.5; a mere shared word counts nothing. Files sharing a module name share the score.
+    """
+    module_files: dict[str, list[int]] = {}
+    symbol_names: list[frozenset[str]] = []
+    for index, (file, file_symbols) in enumerate(zip(files, symbols)):
+        module = _module_name(file)
+        if len(module) > 1 and module not in _STOP_NAMES:
+            module_files.setdefault(module, []).append(index)
+        names = {s.name for s in file_symbols.symbols if "." not in s.name and s.kind != "namespace"}
+        symbol_names.append(frozenset(n for n in names if len(n) > 2 and n not in _STOP_NAMES
+                                      and not n.startswith("__")))
+    wanted = set(module_files).union(*symbol_names)
+    raw = [0.0] * len(files)
+    for referrer, file in enumerate(files):
+        found = wanted.intersection(_IDENTIFIER.findall(file.text))
+        modules = found.intersection(module_files)
+        if not modules:
+            continue
+        imported = modules.intersection(_IDENTIFIER.findall(_import_text(file)))
+        for module in sorted(modules):  # a fixed order keeps the float sums identical across runs
+            targets = module_files[module]
+            for target in targets:
+                if target == referrer:
+                    continue
+                uses_symbol = not symbol_names[target].isdisjoint(found)
+                weight = (1.0 + 0.5 * uses_symbol) if module in imported else 0.5 * uses_symbol
+                raw[target] += weight / len(targets)
+    top = max(raw, default=0.0) or 1.0
+    return {
+        file.path: round(score / top + (_ENTRY_BONUS if posixpath.basename(file.path) in _ENTRY_POINTS else 0.0), 4)
+        for file, score in zip(files, raw)
+    }
+
+
+def _import_text(file: SourceFile) -> str:
+    """The file's import/use/require lines (a line scan: a regex over every line is several times slower)."""
+    text = file.text
+    lines = [line for line in text.split("\n") if line.lstrip().startswith(_IMPORT_PREFIXES)]
+    if file.language == "go":
+        lines.extend(_GO_IMPORT_PATH.findall(text))
+    if "require(" in text:
+        lines.extend(_REQUIRE.findall(text))
+    return "\n".join(lines)
+
+
+def _module_name(file: SourceFile) -> str:
+    directory, base = posixpath.split(file.path)
+    stem = base.split(".", 1)[0]
+    if (stem in _PACKAGE_FILES or file.language == "go") and directory:
+        return posixpath.basename(directory)
+    return stem

@@ -1,0 +1,399 @@
+"""Secret redaction: find credentials in text and replace them with `<REDACTED:kind>`.
+
+The rule set is detect-secrets' (its provider regexes, keyword detector, base64/hex high-entropy
+detectors with their default limits, and its false-positive heuristics), plus what it lacks:
+whole private-key blocks, newer token formats, unquoted config values and passwords in connection
+strings. It runs on every chunk before a prompt is built and on every generated sample before it
+is written, so only the lines a cheap prefilter picks go through the full rule set.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Redaction:
+    text: str
+    counts: dict[str, int]  # kind -> number of secrets replaced
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def redact(text: str) -> Redaction:
+    """Replace every secret in `text` with `<REDACTED:kind>`. Idempotent."""
+    hits = _scan(text)
+    parts: list[str] = []
+    pos = 0
+    for hit in hits:
+        parts += [text[pos:hit.start], f"<REDACTED:{hit.kind}>"]
+        pos = hit.end
+    parts.append(text[pos:])
+    return Redaction("".join(parts), dict(sorted(Counter(hit.kind for hit in hits).items())))
+
+
+def find_secrets(text: str) -> list[tuple[str, str]]:
+    """(kind, secret text) for each secret in `text`, in order of appearance."""
+    return [(hit.kind, text[hit.start:hit.end]) for hit in _scan(text)]
+
+
+@dataclass(frozen=True)
+class _Hit:
+    start: int
+    end: int
+    kind: str
+
+
+# Most specific first: when rules find overlapping spans, the span keeps the earliest kind here.
+_KINDS = (
+    "private-key", "aws-access-key", "aws-secret-key", "github-token", "gitlab-token",
+    "slack-token", "stripe-key", "openai-key", "anthropic-key", "google-api-key",
+    "huggingface-token", "jwt", "sendgrid-key", "pypi-token", "npm-token", "square-oauth-secret",
+    "discord-token", "telegram-token", "twilio-key", "mailchimp-key", "azure-storage-key",
+    "artifactory-token", "connection-string", "password", "api-key", "secret", "token",
+    "ibm-cloud-key", "ibm-cos-hmac", "softlayer-key", "cloudant-key", "high-entropy-string",
+)
+_RANK = {kind: i for i, kind in enumerate(_KINDS)}
+
+# detect-secrets secret_type -> kind. Not here: "Private Key" (its rule sees only the BEGIN line;
+# whole blocks are matched below), "Public IP" (not a credential), and the keyword and entropy
+# plugins, which are run separately.
+_PLUGIN_KINDS = {
+    "AWS Access Key": "aws-access-key", "GitHub Token": "github-token",
+    "GitLab Token": "gitlab-token", "Slack Token": "slack-token", "Stripe Access Key": "stripe-key",
+    "OpenAI Token": "openai-key", "JSON Web Token": "jwt", "SendGrid API Key": "sendgrid-key",
+    "PyPI Token": "pypi-token", "NPM tokens": "npm-token",
+    "Square OAuth Secret": "square-oauth-secret", "Discord Bot Token": "discord-token",
+    "Telegram Bot Token": "telegram-token", "Twilio API Key": "twilio-key",
+    "Mailchimp Access Key": "mailchimp-key",
+    "Azure Storage Account access key": "azure-storage-key",
+    "Artifactory Credentials": "artifactory-token", "Basic Auth Credentials": "connection-string",
+    "IBM Cloud IAM Key": "ibm-cloud-key", "IBM COS HMAC Credentials": "ibm-cos-hmac",
+    "SoftLayer Credentials": "softlayer-key", "Cloudant Credentials": "cloudant-key",
+}
+_WHOLE_MATCH = {"GitHub Token", "GitLab Token"}  # their capture group is only the prefix ("ghp")
+# Their regexes stop at a fixed length or a lazy tail, short of the real token: extend to its end.
+_TOKEN_TAIL = re.compile(r"[A-Za-z0-9_\-]*")
+_EXTEND = {kind: _TOKEN_TAIL for kind in (
+    "aws-access-key", "github-token", "gitlab-token", "slack-token", "stripe-key", "openai-key",
+    "sendgrid-key", "pypi-token", "square-oauth-secret", "discord-token", "telegram-token",
+    "twilio-key", "mailchimp-key")} | {"jwt": re.compile(r"[A-Za-z0-9_\-.+/=]*")}
+
+_KEYWORDS = (  # detect-secrets' keyword denylist
+    r"api_?key|auth_?key|service_?key|account_?key|db_?key|database_?key|priv_?key|private_?key|"
+    r"client_?key|db_?pass|database_?pass|key_?pass|password|passwd|pwd|secret|contrase[ñn]a"
+)
+_TOKEN_WORDS = r"token|credentials?"  # ours: also secret-sounding, but only for random values
+
+# Prefilter. A line goes through the rules only if one of these matches it. On the lower-cased
+# text: a secret-sounding word before an assignment or a comparison, which every keyword rule
+# needs (plain literal alternations: the regex engine scans for them fast).
+_HINT_KEYWORD = (
+    re.compile(r"(?:pass|pwd|secret|key|token|cred|contrase)[\w.\-]*[\"'\]]{0,2}\s*(?:[:=!]|=>)"),
+    re.compile(r"[!=]=\s*[\"'`]?\w*(?:pass|pwd|secret|key)"),
+)
+# On the text: what every other rule needs: a URL, a quoted hex string (detect-secrets' hex
+# entropy rule starts at 9 characters), or a long run of token characters that looks random.
+_HINT_OTHER = (
+    re.compile(r"://|[\"'`][0-9a-fA-F]{9,}[\"'`]"),
+    re.compile(r"[A-Za-z0-9+/=_\-]{20,}"),
+)
+_CLASS_CHANGE = re.compile(r"(?=[a-z][A-Z0-9]|[A-Z][a-z0-9]|[0-9][A-Za-z])")
+_SEPARATOR_RUN = re.compile(r"([=\-_/+])\1{3}")
+# Providers' fixed prefixes, so that a token with few digits is still scanned.
+_TOKEN_PREFIX = re.compile(
+    r"A(?:KIA|SIA|BIA|CCA|3T|KC|Iza)|gh[pousr]_|github_pat_|gl[a-z]+-|GR1348941|xox|[sr]k_|sk-"
+    r"|eyJ|SG\.|hf_|npm_|pypi-|sq0csp-|AccountKey"
+)
+
+_PEM_BEGIN = re.compile(r"-{4,5} ?BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY( BLOCK)? ?-{4,5}")
+# What may sit between the markers: base64, PEM headers, and the quotes, `\n` escapes, commas and
+# `+` of a key spelled as string literals. One character class (a single dash, never two) keeps the
+# scan linear and stops it at the END marker.
+_PEM_MATERIAL = re.compile(r"(?:[A-Za-z0-9+/=\s\"'`,();:\\]|-(?!-))*")
+_PEM_NOISE = re.compile(r"\\[nr]|[\s\"'`,()+;]")
+_PEM_TRAILER = re.compile(r"(?:\\[nr]|[\s\"'`,()+;])+$")
+_PEM_LINE = re.compile(r"[A-Za-z0-9+/=]{16,}|(?:Proc-Type|DEK-Info|Comment|Version):.*")
+_PUTTY_KEY = re.compile(r"PuTTY-User-Key-File-\d[\s\S]{0,8000}?Private-MAC: *[0-9a-fA-F]+")
+
+_EXTRA_TOKENS: tuple[tuple[str, re.Pattern[str]], ...] = (  # formats detect-secrets 1.5 misses
+    ("anthropic-key", re.compile(r"\bsk-ant-[A-Za-z0-9_\-]{20,}")),
+    ("openai-key", re.compile(r"\bsk-(?!ant-)(?:[a-z]+-)?(?=[A-Za-z_\-]*\d)[A-Za-z0-9_\-]{32,}")),
+    ("google-api-key", re.compile(r"\bAIza[0-9A-Za-z_\-]{35}")),
+    ("github-token", re.compile(r"\bgithub_pat_[A-Za-z0-9_]{22,}")),
+    ("stripe-key", re.compile(r"\b[sr]k_(?:live|test)_[0-9a-zA-Z]{16,}")),
+    ("slack-token", re.compile(r"\bxox[abposre]-[0-9A-Za-z\-]{10,}")),
+    ("huggingface-token", re.compile(r"\bhf_[A-Za-z0-9]{30,}")),
+    ("npm-token", re.compile(r"\bnpm_[A-Za-z0-9]{36}")),
+)
+# Passwords in URLs (also with an empty user: redis://:pw@host) and in ADO/ODBC strings.
+_URL_PASSWORD = re.compile(
+    r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s:/@'\"`]*:([^\s@/'\"`()<>\[\]{}]+)@")
+_DSN_PASSWORD = re.compile(r"(?i)(?:^|[;\"'\s])(?:password|pwd)\s*=\s*([^;'\"\s]{3,})(?=;)")
+_BEARER = re.compile(r"(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{16,}=*)")
+# `KEY: value` or `KEY=value` filling a whole config line (.env, YAML, ini, a comment), unquoted.
+_CONFIG_ASSIGN = re.compile(
+    r"^\s*(?:(?:#+|//|--|;|\*)\s*)?(?:export\s+|-\s+)?[\"']?"
+    rf"(?P<key>[\w.\-]*(?i:{_KEYWORDS}|{_TOKEN_WORDS})[\w.\-]*)[\"']?(?P<sep>\s*(?::=|=|:)\s*)"
+    r"(?P<v>[^\s\"'`#;,]+)\s*[,;]?\s*(?:(?:#|//).*)?$"
+)
+# Quoted values that detect-secrets' default (file-type-less) rules miss: Go's `:=`, token names.
+_QUOTED_ASSIGN = re.compile(
+    rf"(?<![\w.\-])(?P<key>[\w.\-]*(?i:{_KEYWORDS}|{_TOKEN_WORDS})[\w.\-]*)[\"'\]]{{0,2}}"
+    r"\s*(?::=|=>|=|:)\s*(?P<q>[\"'`])(?P<v>[^\"'`\s]{6,})(?P=q)"
+)
+_KEYWORD_RE = re.compile(_KEYWORDS, re.IGNORECASE)
+_KEY_NAME = re.compile(rf"[\w\-]*(?i:{_KEYWORDS})\w*")
+_NAME_TAIL = re.compile(r"[\w.\-]+$")
+# Names that hold something about a secret, not the secret: secret_type, api_key_header, ...
+_NOT_CREDENTIAL_NAME = re.compile(
+    r"(?:[_\-.]|(?<=[a-z])(?=[A-Z]))(?i:type|name|header|field|ids?|file|filename|path|dir|env|var"
+    r"|url|uri|prefix|suffix|len|length|size|mode|format|pattern|regex|label|policy|source|provider"
+    r"|version|prompt|hint|help|message|msg|error|desc|description|title|placeholder|state)s?$"
+)
+_CREDENTIAL_WORD = re.compile(r"pass|pwd|secret|key|token|auth")  # in a value with no digit
+_NUMBER = re.compile(r"[-+]?(?:0[xob][0-9a-f_]+|[\d_]*\.?[\d_]+(?:e[-+]?\d+)?)[jl]?", re.I)
+_CODE_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")  # a variable, attribute or type
+_FILE_PATH = re.compile(r"[~.]?/.*|.*\.(?:pem|key|crt|cer|p12|pfx|json|ya?ml|txt|env|ini)")
+_PLACEHOLDERS = {"password", "passwd", "pass", "pwd", "secret", "token", "changeme", "none",
+                 "null", "nil", "true", "false", "yes", "no", "undefined", "required", "optional",
+                 "xxx", "str", "string", "example", "redacted"}
+_ID_NAME = re.compile(r"(?i)(^(id|myid|userid)|_id)s?[^a-z0-9]")  # detect-secrets' is_likely_id
+_ORDER = {c: i for i, c in enumerate("0123456789abcdefghijklmnopqrstuvwxyz")}
+
+
+@lru_cache(maxsize=1)
+def _rules() -> tuple[list[tuple[str, re.Pattern[str], bool]], list[Any],
+                      list[Callable[[str], bool]], dict[re.Pattern[str], int]]:
+    """detect-secrets' default plugins, loaded on first use (it imports `requests`)."""
+    # The plugins are used directly rather than through scan_line(): its global settings
+    # singleton is not safe to share between generation threads, and it yields values, not spans.
+    from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+    from detect_secrets.filters import heuristic
+    from detect_secrets.plugins import keyword
+    from detect_secrets.plugins.high_entropy_strings import (
+        Base64HighEntropyString,
+        HexHighEntropyString,
+    )
+
+    regexes: list[tuple[str, re.Pattern[str], bool]] = []
+    plugins: dict[str, Any] = get_mapping_from_secret_type_to_class()
+    for secret_type, plugin_class in plugins.items():
+        for regex in plugin_class().denylist if secret_type in _PLUGIN_KINDS else ():
+            kind = _PLUGIN_KINDS[secret_type]
+            if kind == "aws-access-key" and regex.groups:  # its `aws ... key = "<40 chars>"`
+                kind = "aws-secret-key"
+            regexes.append((kind, regex, secret_type in _WHOLE_MATCH))
+    filters: list[Callable[[str], bool]] = [
+        heuristic.is_sequential_string, heuristic.is_potential_uuid,
+        heuristic.is_templated_secret, heuristic.is_prefixed_with_dollar_sign,
+        heuristic.is_not_alphanumeric_string,
+    ]
+    return (regexes, [Base64HighEntropyString(), HexHighEntropyString()], filters,
+            keyword.QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP)
+
+
+def _scan(text: str) -> list[_Hit]:
+    hits = [_Hit(start, end, "private-key") for start, end in _private_key_spans(text)]
+    lines = text.split("\n")
+    starts = [0]
+    for line in lines[:-1]:
+        starts.append(starts[-1] + len(line) + 1)
+    lowered = text.lower()  # keeps the newlines, so line numbers still match
+    keyword_lines = {i for hint in _HINT_KEYWORD for i in _hinted_lines(hint, lowered)}
+    other_lines = {i for hint in _HINT_OTHER for i in _hinted_lines(hint, text, _token_like_run)}
+    for index in sorted(keyword_lines | other_lines):
+        for start, end, kind in _scan_line(lines[index], index in keyword_lines):
+            hits.append(_Hit(starts[index] + start, starts[index] + end, kind))
+    return _merge(hits)
+
+
+def _hinted_lines(hint: re.Pattern[str], text: str,
+                  accept: Callable[[str], bool] = lambda _: True) -> set[int]:
+    """Indexes of the lines where `hint` matches (and `accept` takes the match)."""
+    found: set[int] = set()
+    line = pos = 0
+    for m in hint.finditer(text):
+        line += text.count("\n", pos, m.start())
+        pos = m.start()
+        if line not in found and accept(m.group()):
+            found.add(line)
+    return found
+
+
+def _token_like_run(run: str) -> bool:
+    """A run worth scanning: a URL, a quoted hex string, a provider's prefix, or random-looking
+    (not a long identifier, a number or a `=====` rule)."""
+    if len(run) < 20 or run[0] in "\"'`:" or _TOKEN_PREFIX.search(run):
+        return True
+    if _SEPARATOR_RUN.search(run):
+        return False
+    # Random base62 changes character class (digit, lower, upper) at ~60% of its characters;
+    # identifiers (`test_bpo36504_overflow`, `ModuleBrowserTreeItem`) at ~30% or less.
+    changes = len(_CLASS_CHANGE.findall(run))
+    has_digit = any(c.isdigit() for c in run)
+    return changes >= len(run) * (0.2 if has_digit else 0.45)
+
+
+def _private_key_spans(text: str) -> Iterator[tuple[int, int]]:
+    """Whole key blocks: BEGIN marker to END marker, or to its last body line when cut off."""
+    if "PRIVATE KEY" not in text and "PuTTY-User-Key-File" not in text:
+        return
+    for m in _PEM_BEGIN.finditer(text):
+        material_end = _PEM_MATERIAL.match(text, m.end()).end()  # type: ignore[union-attr]
+        if not re.search(r"[A-Za-z0-9+/=]{16}", text[m.end():material_end]):
+            continue  # a bare marker, e.g. a PEM parser's constant, is not a key
+        end = re.compile(rf"-{{4,5}} ?END {m.group(1)}PRIVATE KEY{m.group(2) or ''} ?-{{4,5}}")
+        end_match = end.match(text, material_end)
+        if end_match:
+            yield m.start(), end_match.end()
+            continue
+        last = pos = m.end()
+        for line in text[m.end():material_end].split("\n"):
+            body = _PEM_NOISE.sub("", line)
+            if body and not _PEM_LINE.fullmatch(body):
+                break
+            if body:
+                last = pos + len(_PEM_TRAILER.sub("", line))
+            pos += len(line) + 1
+        yield m.start(), last
+    for m in _PUTTY_KEY.finditer(text):
+        yield m.start(), m.end()
+
+
+def _scan_line(line: str, has_keyword: bool) -> Iterator[tuple[int, int, str]]:
+    regexes, entropy_plugins, filters, keyword_regexes = _rules()
+
+    def accept(start: int, end: int, kind: str) -> bool:
+        value = line[start:end]
+        if end <= start or "REDACTED" in value or any(f(value) for f in filters):
+            return False
+        return kind != "connection-string" or value.lower() not in _PLACEHOLDERS
+
+    found: list[tuple[int, int, str]] = []
+    for kind, regex, whole in regexes:
+        for m in regex.finditer(line):
+            start, end = _plugin_span(m, whole)
+            if kind in _EXTEND:
+                end = _EXTEND[kind].match(line, end).end()  # type: ignore[union-attr]
+            found.append((start, end, kind))
+    for kind, regex in _EXTRA_TOKENS:
+        found += [(m.start(), m.end(), kind) for m in regex.finditer(line)]
+    if "://" in line or has_keyword:
+        for regex in (_URL_PASSWORD, _DSN_PASSWORD):
+            found += [(m.start(1), m.end(1), "connection-string") for m in regex.finditer(line)]
+    found += [(m.start(1), m.end(1), "token") for m in _BEARER.finditer(line)
+              if _random_looking(m.group(1))]
+    if has_keyword:
+        for regex, group in keyword_regexes.items():
+            for m in regex.finditer(line):
+                key = _key_name(line, m)
+                if _named_credential(key, m.group(group), line[:m.start(group)]):
+                    found.append((m.start(group), m.end(group), _keyword_kind(key)))
+        for regex in (_CONFIG_ASSIGN, _QUOTED_ASSIGN):
+            found += [(m.start("v"), m.end("v"), _keyword_kind(m.group("key")))
+                      for m in regex.finditer(line) if _assigned_literal(m)
+                      and _named_credential(m.group("key"), m.group("v"), line[:m.start("v")])]
+    for plugin in entropy_plugins:
+        for m in plugin.regex.finditer(line):
+            value = m.group(2)
+            if (plugin.calculate_shannon_entropy(value) > plugin.entropy_limit
+                    and _random_looking(value) and not _ID_NAME.search(line[:m.start(2)])):
+                found.append((m.start(2), m.end(2), "high-entropy-string"))
+    yield from (hit for hit in found if accept(*hit))
+
+
+def _plugin_span(m: re.Match[str], whole: bool) -> tuple[int, int]:
+    """The secret in a plugin's match: its longest capture group, else the match itself."""
+    groups = [i for i in range(1, m.re.groups + 1) if m.group(i)]
+    if groups and not whole:
+        best = max(groups, key=lambda i: m.end(i) - m.start(i))
+        return m.start(best), m.end(best)
+    start, end = m.span()
+    while start < end and m.string[start] in " \t=:\"'":  # Artifactory's `(?:\s|=|:|"|^)` etc.
+        start += 1
+    while end > start and m.string[end - 1] in " \t\"'":
+        end -= 1
+    return start, end
+
+
+def _key_name(line: str, m: re.Match[str]) -> str:
+    """The whole name around the keyword detect-secrets matched (`MODULE_PWD_STATE`)."""
+    key = _KEY_NAME.search(m.group(0))
+    if key is None:
+        return m.group(0)
+    prefix = _NAME_TAIL.search(line, 0, m.start() + key.start())
+    return (prefix.group() if prefix else "") + key.group()
+
+
+def _named_credential(key: str, value: str, before: str) -> bool:
+    """Whether a value assigned to a secret-sounding name can be a credential, rather than
+    prose (`secret_type = 'JSON Web Token'`), a name (`'X-API-Key'`), a number or a setting."""
+    lowered = value.lower()
+    if (len(value) < 4 or lowered in _PLACEHOLDERS or any(c.isspace() for c in value)
+            or _NUMBER.fullmatch(value)):
+        return False
+    if _NOT_CREDENTIAL_NAME.search(key) or _ID_NAME.search(before):
+        return False
+    return any(c.isdigit() for c in value) or not _CREDENTIAL_WORD.search(lowered)
+
+
+def _keyword_kind(matched: str) -> str:
+    lowered = matched.lower()
+    if "pass" in lowered or "pwd" in lowered or "contrase" in lowered:
+        return "password"
+    return "secret" if "secret" in lowered else "api-key" if "key" in lowered else "token"
+
+
+def _assigned_literal(m: re.Match[str]) -> bool:
+    """Whether the value assigned to a secret-sounding name is a literal credential."""
+    value, key = m.group("v"), m.group("key")
+    if value[0] in "$%{<" or "(" in value or "[" in value or "://" in value:
+        return False  # a template, environment reference, call, subscript or URL
+    if not _KEYWORD_RE.search(key):  # named only `token` or `credentials`: must look random
+        return _random_looking(value) and len(value) >= 16
+    if m.re is _QUOTED_ASSIGN:
+        return True
+    if _FILE_PATH.fullmatch(value):
+        return False
+    if _CODE_NAME.fullmatch(value):
+        # A bare name is code (`password = default_password`, `secret: str`), except in YAML
+        # (`password: hunter2`, with a digit) and shell/.env lines (`API_KEY=abc123`).
+        yaml = m.group("sep").strip() == ":" and any(c.isdigit() for c in value)
+        dotenv = m.group("sep") == "=" and key.isupper() and "." not in value
+        return yaml or dotenv
+    return True
+
+
+def _random_looking(value: str) -> bool:
+    """Letters and digits, not a number, not mostly an alphabet run like `12345abcde`."""
+    if not (any(c.isdigit() for c in value) and any(c.isalpha() for c in value)):
+        return False
+    try:
+        float(value)
+        return False
+    except ValueError:
+        pass
+    ranks = [_ORDER.get(c, -9) for c in value.lower()]
+    steps = sum(1 for a, b in zip(ranks, ranks[1:]) if abs(a - b) == 1)
+    return steps < 0.4 * (len(value) - 1)
+
+
+def _merge(hits: list[_Hit]) -> list[_Hit]:
+    """Overlapping hits become one span, so no part of a secret survives, with the best kind."""
+    merged: list[_Hit] = []
+    for hit in sorted(hits, key=lambda h: (h.start, _RANK[h.kind])):
+        if merged and hit.start < merged[-1].end:
+            last = merged[-1]
+            kind = min(last.kind, hit.kind, key=_RANK.__getitem__)
+            merged[-1] = _Hit(last.start, max(last.end, hit.end), kind)
+        else:
+            merged.append(hit)
+    return merged

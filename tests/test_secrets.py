@@ -1,0 +1,169 @@
+"""Secret redaction: planted secrets are all caught, ordinary code is left alone."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import hmac
+import inspect
+import json.decoder
+import netrc
+import secrets
+import smtplib
+
+import pytest
+
+from codefactory import secrets as redaction
+from codefactory.secrets import Redaction, find_secrets, redact
+from tests.fixtures_secrets import PLANTED, SECRETS, answer_mentioning, planted_files
+
+
+def _fragments(secret: str) -> list[str]:
+    """The pieces that must not survive: the value, or each line of a multi-line one."""
+    return [line for line in secret.splitlines() if len(line) >= 8] or [secret]
+
+
+def test_every_kind_has_a_planted_file() -> None:
+    assert sorted(PLANTED.values()) == sorted(SECRETS)
+    files = planted_files()
+    assert all(SECRETS[kind] in files[path] for path, kind in PLANTED.items())
+
+
+@pytest.mark.parametrize("path", sorted(PLANTED))
+def test_planted_secret_is_redacted_with_its_kind(path: str) -> None:
+    kind = PLANTED[path]
+    result = redact(planted_files()[path])
+
+    for fragment in _fragments(SECRETS[kind]):
+        assert fragment not in result.text
+    assert f"<REDACTED:{kind}>" in result.text
+    assert result.counts == {kind: 1}
+    assert result.total == 1
+
+
+@pytest.mark.parametrize("kind", sorted(SECRETS))
+def test_find_secrets_finds_the_secret_in_a_generated_answer(kind: str) -> None:
+    found = find_secrets(answer_mentioning(kind))
+
+    assert (kind, SECRETS[kind]) in found
+    assert len(found) == 1
+
+
+def test_the_whole_corpus_at_once() -> None:
+    text = "\n".join(planted_files().values())
+    result = redact(text)
+
+    assert result.counts == {kind: 1 for kind in SECRETS}
+    for secret in SECRETS.values():
+        assert all(fragment not in result.text for fragment in _fragments(secret))
+
+
+def test_redaction_is_idempotent_and_keeps_single_line_secrets_lines() -> None:
+    for path, content in planted_files().items():
+        once = redact(content)
+        assert redact(once.text) == Redaction(once.text, {})
+        if PLANTED[path] != "private-key":  # a key block becomes one placeholder
+            assert len(once.text.splitlines()) == len(content.splitlines())
+
+
+def test_prefilter_keeps_recall() -> None:
+    """Scanning only the prefiltered lines finds what scanning every line finds."""
+    texts = [*planted_files().values(), inspect.getsource(smtplib), inspect.getsource(netrc)]
+    for text in texts:
+        every_line, offset = [], 0
+        for line in text.split("\n"):
+            every_line += [redaction._Hit(offset + start, offset + end, kind)
+                           for start, end, kind in redaction._scan_line(line, True)]
+            offset += len(line) + 1
+        prefiltered = [hit for hit in redaction._scan(text) if hit.kind != "private-key"]
+        assert prefiltered == redaction._merge(every_line)
+
+
+@pytest.mark.parametrize("text, kind, secret", [
+    ("DATABASE_URL=postgres://admin:S3cr3tP4ss@db.example.com/app", "connection-string",
+     "S3cr3tP4ss"),
+    ('REDIS_URL = "redis://:hunter2pass@cache:6379/0"', "connection-string", "hunter2pass"),
+    ('conn = "Server=db;User Id=sa;Password=Tr0ub4dor&3;"', "connection-string", "Tr0ub4dor&3"),
+    ("password: Tr0ub4dor&3", "password", "Tr0ub4dor&3"),
+    ("# db_password = Tr0ub4dor&3", "password", "Tr0ub4dor&3"),
+    ("export API_KEY=a8f7e6d5c4b3a291", "api-key", "a8f7e6d5c4b3a291"),
+    ('conn = connect(host="db", password="hunter2!x")', "password", "hunter2!x"),
+    ('{"client_secret": "Zq81bX0fLw9sT3uV"}', "secret", "Zq81bX0fLw9sT3uV"),
+    ('access_token: "ya29A0ARrdaM8x7Kq3Lp2Vn"', "token", "ya29A0ARrdaM8x7Kq3Lp2Vn"),
+])
+def test_assignments_and_connection_strings(text: str, kind: str, secret: str) -> None:
+    assert find_secrets(text) == [(kind, secret)]
+    assert secret not in redact(text).text
+
+
+def test_private_key_spelled_as_string_literals() -> None:
+    body = SECRETS["private-key"].splitlines()
+    escaped = 'KEY = "' + "\\n".join(body) + '\\n"\nother = 1\n'
+    concatenated = "KEY = (\n" + "".join(f'    "{line}\\n"\n' for line in body) + ")\nother = 1\n"
+    for text in (escaped, concatenated):
+        result = redact(text)
+        assert result.counts == {"private-key": 1}
+        assert all(line not in result.text for line in body)
+        assert result.text.endswith("other = 1\n")
+
+
+def test_private_key_cut_off_by_the_chunk_boundary() -> None:
+    body = SECRETS["private-key"].splitlines()[:-3]  # no END marker
+    text = "\n".join(body) + "\n\ndef sign(data):\n    return data\n"
+    result = redact(text)
+
+    assert result.counts == {"private-key": 1}
+    assert all(line not in result.text for line in body[1:])
+    assert result.text.endswith("\n\ndef sign(data):\n    return data\n")
+
+
+@pytest.mark.parametrize("snippet", [
+    "password = get_password()",
+    'token = request.headers["Authorization"]',
+    "def login(user: str, password: str) -> None:\n    self.password = password\n",
+    'secret_key = os.environ["SECRET_KEY"]',
+    'api_key = os.getenv("OPENAI_API_KEY")',
+    "password: Optional[str] = None",
+    'if not password:\n    raise ValueError("password required")',
+    'parser.add_argument("--password", help="the password to log in with")',
+    "key = hashlib.sha256(data).hexdigest()",
+    "for key, value in sorted(d.items(), key=lambda kv: kv[0]):\n    print(key, value)",
+    'url = f"postgres://{user}:{password}@{host}/{db}"',
+    'headers = {"Authorization": f"Bearer {token}"}',
+    "PASSWORD_MIN_LENGTH = 8",
+    '_SECRET_FILE_MODE = 0o600',
+    'secret_type = "JSON Web Token"',
+    'API_KEY_HEADER = "X-API-Key"',
+    'ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"',
+    'HEADER = "-----BEGIN PRIVATE KEY-----"\nFOOTER = "-----END PRIVATE KEY-----"\n',
+    "x = 0x5DEECE66D  # java.util.Random's multiplier",
+])
+def test_ordinary_code_is_unchanged(snippet: str) -> None:
+    assert redact(snippet) == Redaction(snippet, {})
+    assert find_secrets(snippet) == []
+
+
+@pytest.mark.parametrize("module", [json.decoder, hmac, getpass, netrc, smtplib])
+def test_stdlib_modules_are_unchanged(module: object) -> None:
+    source = inspect.getsource(module)  # type: ignore[arg-type]
+    assert redact(source).counts == {}
+
+
+@pytest.mark.parametrize("module", [hashlib, secrets])
+def test_stdlib_modules_with_example_digests_are_nearly_unchanged(module: object) -> None:
+    """Only the hex digests in their docstrings may go, as high-entropy strings."""
+    result = redact(inspect.getsource(module))  # type: ignore[arg-type]
+    assert set(result.counts) <= {"high-entropy-string"}
+    assert result.total <= 2
+
+
+def test_empty_and_plain_text() -> None:
+    assert redact("") == Redaction("", {})
+    assert find_secrets("Nothing to see here.\n") == []
+
+
+def test_crlf_and_case_folding_that_changes_length() -> None:
+    """Offsets stay right when lower() lengthens a character (İ) and lines end in CRLF."""
+    text = "name = 'İİİ'\r\npassword = 'hunter2!x'\r\nother = 1\r\n"
+    result = redact(text)
+    assert result.text == "name = 'İİİ'\r\npassword = '<REDACTED:password>'\r\nother = 1\r\n"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from codefactory import __version__
-from codefactory.cache import ReplyCache
+from codefactory.cache import ReplyCache, cache_key
 from codefactory.chunk import chunk_files
 from codefactory.config import Config
 from codefactory.fileio import atomic_write_json, atomic_write_jsonl, atomic_write_text
@@ -270,7 +270,9 @@ def superseded(store: DatasetStore, produced: Sequence[Sample]) -> list[str]:
     slots = {_slot(s) for s in produced}
     retired = []
     for scene in ("scene1", "scene2"):
-        for sample in store.read_raw(scene).values():
+        # Only a line naming a produced chunk can share its slot: parse just those in a large log.
+        needles = [s.source["chunk_sha256"] for s in produced if s.scene == "scene1"] if scene == "scene1" else None
+        for sample in store.read_raw(scene, containing=needles).values():
             if sample.id in live and _slot(sample) in slots and sample.generation["cache_key"] not in fresh_keys:
                 retired.append(sample.id)
     return retired
@@ -297,6 +299,9 @@ def rebuild_dataset(ws: Workspace, store: DatasetStore, *, source_commit: str, m
         "source_commit": source_commit,
         "generator": {"tool": f"codefactory {__version__}", "backend": backend, "model": model,
                       "prompt_versions": {s: load_prompt(s).version for s in ("scene1", "scene2")}},
+        # What shapes an SFT record besides the sample; while it holds, a rebuild only renders what changed.
+        "sft_fingerprint": cache_key(tool=__version__, system_prompt=system_prompt,
+                                     sft={k: c[k] for k in c if k.startswith("sft.")}),
     }
     return store.rebuild(convert, manifest)
 

@@ -8,13 +8,14 @@ them always gives byte-identical files.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+import re
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from codefactory.fileio import append_jsonl, atomic_write_json, atomic_write_jsonl, read_jsonl
+from codefactory.fileio import append_jsonl, atomic_write_json, atomic_write_text, dumps_line, read_jsonl
 from codefactory.models import DatasetVersion, Sample
 
 SCENES = ("scene1", "scene2")
@@ -43,7 +44,7 @@ def next_pending(carry: Pending, undone: Pending, done: Pending) -> Pending:
 class LiveSet:
     """The replayed changelog: live sample ids in order of addition, and the version that added each."""
 
-    order: list[str] = field(default_factory=list)
+    order: dict[str, None] = field(default_factory=dict)  # an ordered set: a re-added id moves to the end
     added_in: dict[str, int] = field(default_factory=dict)
     moved: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> newer provenance
 
@@ -51,7 +52,7 @@ class LiveSet:
         return sample_id in self.added_in
 
     def ids(self) -> list[str]:
-        return [i for i in self.order if i in self.added_in]
+        return list(self.order)
 
 
 class DatasetStore:
@@ -81,12 +82,28 @@ class DatasetStore:
                 append_jsonl(self.raw_path(scene), (s.to_record() for s in fresh))
                 known.update(s.id for s in fresh)
 
-    def read_raw(self, scene: str) -> dict[str, Sample]:
-        return {r["id"]: Sample.from_record(r) for r in read_jsonl(self.raw_path(scene))}
+    def read_raw(
+        self, scene: str, *, ids: Collection[str] | None = None, containing: Collection[str] | None = None
+    ) -> dict[str, Sample]:
+        """Logged samples of a scene. With `ids` and/or `containing`, only the samples with one of those ids
+        or whose line holds one of those strings are parsed: a small update of a large dataset stays cheap."""
+        everything = ids is None and containing is None
+        wanted = set(ids or ())
+        # One alternation scanned in C, so many needles over a large log stay cheap.
+        needles = re.compile("|".join(map(re.escape, containing))) if containing else None
+        samples = {}
+        for line in _complete_lines(self.raw_path(scene)):
+            if everything or _line_id(line) in wanted or (needles is not None and needles.search(line)):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                samples[record["id"]] = Sample.from_record(record)
+        return samples
 
     def _known_ids(self, scene: str) -> set[str]:
         if scene not in self._raw_ids:
-            self._raw_ids[scene] = {r["id"] for r in read_jsonl(self.raw_path(scene))}
+            self._raw_ids[scene] = {i for i in map(_line_id, _complete_lines(self.raw_path(scene))) if i}
         return self._raw_ids[scene]
 
     # -- versions -------------------------------------------------------------------------
@@ -102,10 +119,10 @@ class DatasetStore:
         for record in read_jsonl(self.versions_path):
             for sample_id in record["retired"]:
                 live.added_in.pop(sample_id, None)
+                live.order.pop(sample_id, None)
                 live.moved.pop(sample_id, None)
             for sample_id in record["added"]:
-                if sample_id not in live.added_in:
-                    live.order.append(sample_id)
+                live.order.setdefault(sample_id)
                 live.added_in[sample_id] = record["version"]
             live.moved.update(record.get("moved", {}))
         return live
@@ -173,13 +190,25 @@ class DatasetStore:
         """Rewrite the SFT files and manifest from raw logs + changelog. Returns live counts per scene.
 
         `to_sft` turns a live sample into its SFT record, or None to leave it out (failed quality checks).
+        When the SFT files on disk were written at an earlier version with the same
+        `manifest["sft_fingerprint"]` (everything that shapes a record besides the sample), only samples
+        added, retired or moved since then are rendered again and every other line is kept as it is: the
+        same bytes as a full rebuild, without parsing and re-rendering a large dataset for a small update.
         """
+        records = list(read_jsonl(self.versions_path))
         live = self.live()
-        per_scene: dict[str, list[dict[str, Any]]] = {}
+        changed = self._changed_since_last_rebuild(records, manifest)
+        lines: dict[str, list[str]] = {}
         for scene in SCENES:
-            raw = self.read_raw(scene)
-            records = []
+            path = self.out / f"{scene}_sft.jsonl"
+            kept = {} if changed is None else {_line_id(line): line for line in _complete_lines(path)}
+            raw = self.read_raw(scene, ids=changed)
+            lines[scene] = []
             for sample_id in live.ids():
+                if changed is not None and sample_id not in changed:
+                    if sample_id in kept:
+                        lines[scene].append(kept[sample_id])
+                    continue
                 sample = raw.get(sample_id)
                 if sample is None:
                     continue
@@ -187,15 +216,59 @@ class DatasetStore:
                     sample.source = live.moved[sample_id]
                 record = to_sft(sample, live.added_in[sample_id])
                 if record is not None:
-                    records.append(record)
-            per_scene[scene] = records
-            atomic_write_jsonl(self.out / f"{scene}_sft.jsonl", records)
-        atomic_write_jsonl(self.out / "combined_sft.jsonl", [r for s in SCENES for r in per_scene[s]])
-        counts = {scene: len(per_scene[scene]) for scene in SCENES}
-        versions = self.versions()
+                    lines[scene].append(dumps_line(record))
+            atomic_write_text(path, "".join(lines[scene]))
+        atomic_write_text(self.out / "combined_sft.jsonl", "".join(line for s in SCENES for line in lines[s]))
+        counts = {scene: len(lines[scene]) for scene in SCENES}
         atomic_write_json(self.manifest_path, {
             **manifest,
-            "dataset_version": versions[-1].version if versions else 0,
+            "dataset_version": records[-1]["version"] if records else 0,
             "counts": {**counts, "total": sum(counts.values())},
         })
         return counts
+
+    def _changed_since_last_rebuild(self, records: list[dict[str, Any]], manifest: dict[str, Any]) -> set[str] | None:
+        """Ids whose SFT line may differ from the files on disk, or None when those files cannot be patched."""
+        previous = self.manifest()
+        fingerprint = manifest.get("sft_fingerprint")
+        if not previous or fingerprint is None or previous.get("sft_fingerprint") != fingerprint:
+            return None
+        names = [f"{scene}_sft.jsonl" for scene in SCENES] + ["combined_sft.jsonl"]
+        if not all((self.out / name).is_file() for name in names):
+            return None
+        written_at = previous.get("dataset_version")
+        latest = records[-1]["version"] if records else 0
+        if not isinstance(written_at, int) or written_at > latest:
+            return None  # the changelog is not the one those files were written from
+        changed: set[str] = set()
+        for record in records:
+            if record["version"] > written_at:
+                changed.update(record["added"], record["retired"], record.get("moved", {}))
+        return changed
+
+def _complete_lines(path: Path) -> Iterator[str]:
+    """The file's complete lines, as `read_jsonl` reads them: a line without its newline never finished."""
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if not line.endswith("\n"):
+                return
+            if line.strip():
+                yield line
+
+
+_ID_PREFIX = '{"id":"'
+
+
+def _line_id(line: str) -> str | None:
+    """A record's id without parsing the whole line (records are written with the id first)."""
+    if line.startswith(_ID_PREFIX):
+        end = line.find('"', len(_ID_PREFIX))
+        if end > 0 and "\\" not in line[: end]:
+            return line[len(_ID_PREFIX) : end]
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record.get("id") if isinstance(record, dict) else None

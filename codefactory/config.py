@@ -66,6 +66,16 @@ SETTINGS: tuple[Setting, ...] = (
             ("tags", "field", "none")),
     Setting("sft.with_context", False, bool, "prepend the source code to the user turn"),
     Setting("sft.system_prompt", "You are an expert on the {repo} codebase.", str, "system turn of every SFT sample"),
+    Setting("quality.enabled", True, bool, "drop samples that fail validation, grounding or deduplication from the SFT files"),
+    Setting("quality.flagged", "drop", str, "samples the grounding check flags: drop them, or keep them with the flag in meta",
+            None, ("drop", "keep")),
+    Setting("quality.min_trace_steps", 3, int, "reasoning steps (sentences, lines, 'then' clauses) a thinking trace needs"),
+    Setting("quality.near_duplicate_threshold", 0.8, float,
+            "word-shingle Jaccard similarity at which two samples are near-duplicates (MinHash LSH finds candidates)"),
+    Setting("judge.enabled", False, bool, "score samples with an LLM judge (accuracy, usefulness, clarity; cached)", "--judge"),
+    Setting("judge.threshold", 3.0, float, "mean rubric score (1-5) a judged sample needs to stay in the SFT files"),
+    Setting("judge.model", None, str, "model that judges (default: the generation model)"),
+    Setting("export.split", 0.0, float, "share of samples for the validation split of `export`, by source file", "--split"),
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}

@@ -19,15 +19,16 @@ from codefactory.config import Config
 from codefactory.fileio import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from codefactory.generate import GenerationStats, Reply, Request, generate
 from codefactory.gitrepo import GitRepo
+from codefactory.judge import JudgeReport, judge_live
 from codefactory.llm import LLM, GenerationParams, LLMSettings, bundled_model_path, open_llm
 from codefactory.models import Chunk, Sample
 from codefactory.prompts import load_prompt
+from codefactory.quality import assess_dataset, read_quality, sft_record
 from codefactory.scan import ScanResult, scan
 from codefactory.scene1 import Scene1Job, plan_scene1, rank_chunks
 from codefactory.scene1 import samples_from_reply as scene1_samples
 from codefactory.scene2 import Anchor, Scene2Job, plan_scene2, slice_sha256
 from codefactory.scene2 import sample_from_reply as scene2_sample
-from codefactory.sft import to_sft
 from codefactory.skeleton import Skeleton, build_skeleton
 from codefactory.store import DatasetStore, Pending, next_pending
 from codefactory.tokens import count_tokens
@@ -88,10 +89,11 @@ class Workspace:
         return GenerationParams(temperature=c["llm.temperature"], top_p=c["llm.top_p"],
                                 max_tokens=c["llm.max_tokens"], seed=seed, repeat_penalty=c["llm.repeat_penalty"])
 
-    def open_llm(self) -> LLM:
+    def open_llm(self, model: str | None = None) -> LLM:
+        """The configured backend; `model` overrides the configured model (the judge may use another)."""
         c = self.config
-        backend, model = self.backend_and_model
-        settings = LLMSettings(backend=backend, model=model, base_url=c["base_url"], api_key=c.api_key,
+        backend, configured = self.backend_and_model
+        settings = LLMSettings(backend=backend, model=model or configured, base_url=c["base_url"], api_key=c.api_key,
                                timeout=c["llm.timeout"], max_retries=c["llm.max_retries"],
                                model_path=c["llm.model_path"], n_ctx=c["llm.n_ctx"],
                                response_format=c["llm.response_format"])
@@ -155,6 +157,8 @@ class RunReport:
     estimated_completion_tokens: int = 0
     plan: list[tuple[str, int, int]] = field(default_factory=list)  # dry runs: (label, prompt, completion tokens)
     outputs: list[Path] = field(default_factory=list)
+    quality: dict[str, Any] = field(default_factory=dict)  # quality.json counts: kept, dropped by reason, flags
+    judge: JudgeReport | None = None
     elapsed: float = 0.0
 
     @property
@@ -241,7 +245,11 @@ def run_generation(
         report.added = len(version.added) if version else 0
         report.retired = len(version.retired) if version else 0
         report.version = version.version if version else None
+        if ws.config["judge.enabled"]:
+            report.judge = judge_live(ws, store, snapshot.commit)
+            report.stats.failures.extend(report.judge.failures)  # unjudged samples: the next run asks again
         rebuild_dataset(ws, store, source_commit=snapshot.commit, model=model)
+        report.quality = (read_quality(store.out) or {}).get("counts", {})
         report.outputs = [store.out / f for f in ("scene1_sft.jsonl", "scene2_sft.jsonl", "combined_sft.jsonl")]
         return report
     finally:
@@ -290,9 +298,12 @@ def rebuild_dataset(ws: Workspace, store: DatasetStore, *, source_commit: str, m
     backend, configured = ws.backend_and_model
     model = model or configured or SERVER_DEFAULT_MODEL
 
-    def convert(sample: Sample, version: int) -> dict[str, Any]:
-        return to_sft(sample, dataset_version=version, system_prompt=system_prompt,
-                      think_style=c["sft.think_style"], with_context=c["sft.with_context"])
+    previous = read_quality(store.out)
+    assessment = assess_dataset(ws, store, source_commit)  # why each live sample is in or out: quality.json
+
+    def convert(sample: Sample, version: int) -> dict[str, Any] | None:
+        return sft_record(sample, version, assessment, system_prompt=system_prompt,
+                          think_style=c["sft.think_style"], with_context=c["sft.with_context"])
 
     manifest = {
         "repo": ws.repo.name,
@@ -303,6 +314,10 @@ def rebuild_dataset(ws: Workspace, store: DatasetStore, *, source_commit: str, m
         "sft_fingerprint": cache_key(tool=__version__, system_prompt=system_prompt,
                                      sft={k: c[k] for k in c if k.startswith("sft.")}),
     }
+    if assessment.changed_since(previous):
+        # A verdict changed for a sample the changelog does not name (a better duplicate arrived, a judge
+        # score, the repository): the SFT files cannot be patched, so they are rendered in full.
+        manifest.pop("sft_fingerprint", None)
     return store.rebuild(convert, manifest)
 
 

@@ -11,6 +11,8 @@ Retry-After handling included). Quality tests use a real llama.cpp server instea
 
 from __future__ import annotations
 
+import builtins
+import hashlib
 import json
 import re
 import socket
@@ -36,6 +38,13 @@ FAULT_KINDS = (
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{3,}")
 _FALLBACK_WORDS = ["module", "function", "value", "result", "request", "handler"]
+_FENCED = re.compile(r"```[^\n]*\n(.*?)```", re.DOTALL)
+# Words of the language, not of the project: a reply about the code names the project's identifiers.
+_NOT_CODE = re.compile(r'"""[\s\S]*?(?:"""|$)|\'\'\'[\s\S]*?(?:\'\'\'|$)|#[^\n]*|//[^\n]*|/\*[\s\S]*?\*/|"(?:\\.|[^"\\\n])*"'
+                       r"|'(?:\\.|[^'\\\n])*'")
+_COMMON = set(dir(builtins)) | {"self", "from", "import", "return", "class", "None", "True", "False", "pass", "raise", "with", "elif",
+           "else", "while", "async", "await", "lambda", "yield", "const", "function", "this", "func", "public",
+           "private", "static", "void", "package", "struct", "impl"}
 
 
 @dataclass
@@ -252,7 +261,7 @@ class _Handler(BaseHTTPRequestHandler):
             reply = server.responder(request)
             content = reply if isinstance(reply, str) else json.dumps(reply)
         else:
-            content = json.dumps(synthesize(schema, words) if schema else {})
+            content = json.dumps(synthesize(schema, words, seed=_variant(request)) if schema else {})
         if fault is not None and fault.kind == "length":
             content, finish_reason = content[: max(1, len(content) // 2)], "length"
         choices = [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}]
@@ -295,39 +304,53 @@ def _schema_of(response_format: dict[str, Any]) -> dict[str, Any] | None:
     return response_format.get("schema")
 
 
+def _variant(request: dict[str, Any]) -> int:
+    """A small number that differs between requests, so two prompts about the same code (two design
+    proposals on one module) get different replies, as they would from a real model."""
+    digest = hashlib.sha256(json.dumps(request.get("messages"), sort_keys=True).encode()).digest()
+    return digest[0] % 64
+
+
 def _words(messages: list[dict[str, Any]]) -> list[str]:
-    """Identifiers from the last user message, so replies mention the code they were asked about."""
+    """Identifiers from the code in the last user message (else all of its words), defined and
+    code-shaped names first, so replies cite the code they were asked about the way a real model does."""
     for message in reversed(messages):
         if message.get("role") == "user":
-            found = list(dict.fromkeys(_WORD.findall(str(message.get("content", "")))))
-            return found or _FALLBACK_WORDS
+            content = str(message.get("content", ""))
+            code = _NOT_CODE.sub(" ", "\n".join(_FENCED.findall(content)))
+            found = [w for w in dict.fromkeys(_WORD.findall(code or content)) if w not in _COMMON]
+            defined = [w for w in found if re.search(rf"\b(?:def|class|func|function|fn|struct|interface)\s+{w}\b", code)]
+            shaped = [w for w in found if "_" in w.strip("_") or any(c.isupper() for c in w[1:])]
+            return list(dict.fromkeys(defined + shaped + found)) or _FALLBACK_WORDS
     return _FALLBACK_WORDS
 
 
-def synthesize(schema: dict[str, Any], words: list[str], root: dict[str, Any] | None = None, seed: int = 0) -> Any:
-    """A deterministic value valid against `schema` (the subset LLM response schemas use)."""
+def synthesize(schema: dict[str, Any], words: list[str], root: dict[str, Any] | None = None, seed: int = 0,
+               name: str = "") -> Any:
+    """A deterministic value valid against `schema` (the subset LLM response schemas use). `name` is the
+    property being filled: texts are shaped like a plausible question, trace or answer about `words`."""
     root = root if root is not None else schema
     if "$ref" in schema:
-        return synthesize(_resolve(root, schema["$ref"]), words, root, seed)
+        return synthesize(_resolve(root, schema["$ref"]), words, root, seed, name)
     if "const" in schema:
         return schema["const"]
     if schema.get("enum"):
         return schema["enum"][seed % len(schema["enum"])]
     for key in ("anyOf", "oneOf", "allOf"):
         if schema.get(key):
-            return synthesize(schema[key][0], words, root, seed)
+            return synthesize(schema[key][0], words, root, seed, name)
     kind = schema.get("type", "object" if "properties" in schema else "string")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if kind == "object":
         properties = schema.get("properties") or {}
-        return {name: synthesize(sub, words, root, seed + i + 1) for i, (name, sub) in enumerate(properties.items())}
+        return {key: synthesize(sub, words, root, seed + i + 1, key) for i, (key, sub) in enumerate(properties.items())}
     if kind == "array":
         low = int(schema.get("minItems", 1))
         high = int(schema.get("maxItems", max(low, 2)))
         count = max(low, min(2, high))
         items = schema.get("items") or {"type": "string"}
-        return [synthesize(items, words, root, seed + i + 1) for i in range(count)]
+        return [synthesize(items, words, root, seed + i + 1, name) for i in range(count)]
     if kind in ("integer", "number"):
         value = max(int(schema.get("minimum", 1)), min(seed + 1, int(schema.get("maximum", seed + 1))))
         return value if kind == "integer" else float(value)
@@ -335,16 +358,35 @@ def synthesize(schema: dict[str, Any], words: list[str], root: dict[str, Any] | 
         return seed % 2 == 0
     if kind == "null":
         return None
-    return _text(schema, words, seed)
+    return _text(schema, words, seed, name)
 
 
-def _text(schema: dict[str, Any], words: list[str], seed: int) -> str:
+# Templates per field, varied by seed so the pairs of one reply are not near-duplicates of each other.
+_TEMPLATES = {
+    "question": ["What does `{0}` do with `{1}` when `{2}` is involved?", "How is `{1}` kept consistent when `{0}` runs?",
+                 "Which role does `{2}` play for `{0}` and `{1}`?", "When does `{0}` depend on `{2}` rather than `{1}`?"],
+    "thinking_trace": ["First, {0} is where the work starts. Then {1} is combined with {2}. "
+                       "Finally the outcome of {0} reaches the caller.",
+                       "Look at {1} first. It feeds {0}, which then relies on {2}. "
+                       "So the behaviour follows from how {1} and {2} meet."],
+    "answer": ["`{0}` relies on `{1}` and `{2}` to produce its result.", "It is `{1}` that drives `{0}`, with `{2}` as input.",
+               "`{2}` shapes the result of `{0}`, while `{1}` keeps the state.", "Through `{0}`, the values of `{1}` reach `{2}`."],
+    "": ["Extend {0} so that {1} can work together with {2}.", "Record how {1} changes whenever {0} handles {2}.",
+         "Keep {2} and {1} in step for every call of {0}."],
+}
+
+
+def _text(schema: dict[str, Any], words: list[str], seed: int, name: str = "") -> str:
     low = int(schema.get("minLength", 0))
     high = int(schema.get("maxLength", max(low, 160)))
-    picked = [words[(seed + i) % len(words)] for i in range(min(len(words), 6))]
-    text = f"How does {picked[0]} relate to " + ", ".join(f"`{w}`" for w in picked[1:] or picked) + "?"
+    templates = _TEMPLATES.get(name, _TEMPLATES[""])
+    pool = words[:8]  # the best names: defined and code-shaped ones come first
+    picked = [pool[(seed * 2 + i) % len(pool)] for i in range(4)]
+    text = templates[seed % len(templates)].format(*picked)
+    step = 0
     while len(text) < low:
-        text += " " + " ".join(picked)
+        step += 1
+        text += f" It also keeps {pool[(seed + step) % len(pool)]} in mind."
     return text[:high]
 
 

@@ -1,0 +1,245 @@
+"""Which live samples reach the SFT files, and why the others do not (`quality.json`).
+
+Order of the checks, first failure wins: validation (validate.py), grounding flags (grounding.py;
+dropped or kept per `quality.flagged`), judge scores below `judge.threshold` (judge.py writes them
+into the raw log), then exact and near-duplicates (dedup.py) among what is left. The verdicts are a
+function of the raw logs, the changelog and the repository at the source commit, so rebuilding gives
+byte-identical files; `quality.json` records them for `stats`, `export` and `report`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from codefactory.dedup import Candidate, deduplicate
+from codefactory.errors import ConfigError
+from codefactory.fileio import atomic_write_json
+from codefactory.gitrepo import GitRepo
+from codefactory.grounding import Definition, RepoIndex, identifiers_in, meaningful, scene1_flags, scene2_flags
+from codefactory.models import Sample
+from codefactory.scan import scan
+from codefactory.sft import to_sft
+from codefactory.skeleton import build_skeleton
+from codefactory.store import SCENES, DatasetStore
+from codefactory.validate import text_fields, validate
+
+if TYPE_CHECKING:
+    from codefactory.pipeline import Workspace
+
+QUALITY_FILE = "quality.json"
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    enabled: bool = True
+    flagged: str = "drop"  # "drop" | "keep"
+    min_trace_steps: int = 3
+    near_duplicate_threshold: float = 0.8
+    judge_threshold: float = 3.0
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "QualitySettings":
+        threshold = config["quality.near_duplicate_threshold"]
+        if not 0.0 < threshold <= 1.0:
+            raise ConfigError(f"quality.near_duplicate_threshold must be in (0, 1], got {threshold}")
+        return cls(enabled=config["quality.enabled"], flagged=config["quality.flagged"],
+                   min_trace_steps=config["quality.min_trace_steps"], near_duplicate_threshold=threshold,
+                   judge_threshold=config["judge.threshold"])
+
+
+@dataclass
+class Verdict:
+    id: str
+    scene: str
+    dropped: str | None = None  # reason code, None when the sample is kept
+    detail: str = ""
+    flags: dict[str, str] = field(default_factory=dict)  # grounding flag -> what was found
+    grounding: float = 0.0
+    judge: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"scene": self.scene, "kept": self.dropped is None}
+        if self.dropped:
+            data.update(reason=self.dropped, detail=self.detail)
+        if self.flags:
+            data["flags"] = self.flags
+        data["grounding"] = self.grounding
+        if self.judge is not None:
+            data["judge"] = self.judge
+        return data
+
+
+@dataclass
+class Assessment:
+    verdicts: dict[str, Verdict]  # live samples, in SFT order
+    settings: QualitySettings
+
+    def kept(self, sample_id: str) -> bool:
+        verdict = self.verdicts.get(sample_id)
+        return verdict is None or verdict.dropped is None
+
+    def counts(self) -> dict[str, Any]:
+        verdicts = list(self.verdicts.values())
+        reasons = Counter(v.dropped for v in verdicts if v.dropped)
+        flags = Counter(f for v in verdicts for f in v.flags)
+        flagged = sum(1 for v in verdicts if v.flags)
+        per_scene = {s: {"live": sum(v.scene == s for v in verdicts),
+                         "kept": sum(v.scene == s and v.dropped is None for v in verdicts)} for s in SCENES}
+        return {
+            "live": len(verdicts), "kept": sum(v.dropped is None for v in verdicts), "dropped": sum(reasons.values()),
+            "by_reason": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "flagged": flagged, "flag_rate": round(flagged / len(verdicts), 4) if verdicts else 0.0,
+            "by_flag": dict(sorted(flags.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "judged": sum(v.judge is not None for v in verdicts), "per_scene": per_scene,
+        }
+
+    def changed_since(self, previous: Mapping[str, Any] | None) -> bool:
+        """Whether a sample live both then and now is rendered differently (kept, dropped, flags shown)."""
+        if not previous or not isinstance(previous.get("samples"), dict):
+            return True
+        before = previous["samples"]
+        for sample_id, verdict in self.verdicts.items():
+            old = before.get(sample_id)
+            if old is not None and self._rendering(verdict.to_dict()) != self._rendering(old):
+                return True
+        return False
+
+    def _rendering(self, verdict: Mapping[str, Any]) -> tuple[bool, tuple[str, ...]]:
+        shown = tuple(sorted(verdict.get("flags", {}))) if self.settings.flagged == "keep" else ()
+        return bool(verdict.get("kept", True)), shown
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.settings
+        policy = {"enabled": s.enabled, "flagged": s.flagged, "min_trace_steps": s.min_trace_steps,
+                  "near_duplicate_threshold": s.near_duplicate_threshold, "judge_threshold": s.judge_threshold}
+        return {"policy": policy, "counts": self.counts(),
+                "samples": {i: v.to_dict() for i, v in self.verdicts.items()}}
+
+
+def live_samples(store: DatasetStore) -> list[tuple[Sample, int]]:
+    """Live samples with their current provenance and the version that added each, in SFT order."""
+    live = store.live()
+    result = []
+    for scene in SCENES:
+        raw = store.read_raw(scene)
+        for sample_id in live.ids():
+            sample = raw.get(sample_id)
+            if sample is None:
+                continue
+            if sample_id in live.moved:
+                sample.source = live.moved[sample_id]
+            result.append((sample, live.added_in[sample_id]))
+    return result
+
+
+def assess(samples: Sequence[Sample], index: RepoIndex, settings: QualitySettings) -> Assessment:
+    verdicts = {s.id: Verdict(s.id, s.scene) for s in samples}
+    if not settings.enabled:
+        return Assessment(verdicts, settings)
+    for sample in samples:
+        verdict = verdicts[sample.id]
+        flags, verdict.grounding = _grounding(sample, index)
+        verdict.flags = dict(flags)
+        score = (sample.quality.get("judge") or {}).get("score")
+        verdict.judge = float(score) if isinstance(score, (int, float)) else None
+        failure = validate(sample, min_trace_steps=settings.min_trace_steps, known=_known_names(sample, index))
+        if failure is None and flags and settings.flagged == "drop":
+            failure = flags[0]
+        if failure is None and verdict.judge is not None and verdict.judge < settings.judge_threshold:
+            failure = ("judge_below_threshold", f"judge score {verdict.judge:.2f} < {settings.judge_threshold:g}")
+        if failure is not None:
+            verdict.dropped, verdict.detail = failure
+    order = {s.id: i for i, s in enumerate(samples)}
+    survivors = [s for s in samples if verdicts[s.id].dropped is None]
+    # Best first: better grounded, then better judged, then the older sample (stable across versions).
+    survivors.sort(key=lambda s: (-verdicts[s.id].grounding, -(verdicts[s.id].judge or 0.0), order[s.id]))
+    duplicates = deduplicate([Candidate(s.id, s.scene, dedup_text(s)) for s in survivors],
+                             settings.near_duplicate_threshold)
+    for sample_id, (reason, detail) in duplicates.items():
+        verdicts[sample_id].dropped, verdicts[sample_id].detail = reason, detail
+    return Assessment(verdicts, settings)
+
+
+def sft_record(sample: Sample, version: int, assessment: Assessment, **options: Any) -> dict[str, Any] | None:
+    """The SFT record of a live sample, or None when quality checks left it out. `options` go to to_sft."""
+    verdict = assessment.verdicts.get(sample.id)
+    if verdict is not None and verdict.dropped:
+        return None
+    record = to_sft(sample, dataset_version=version, **options)
+    if verdict is not None and verdict.flags:  # only kept when quality.flagged is "keep"
+        record["meta"]["quality"] = {"flags": sorted(verdict.flags)}
+    return record
+
+
+def dedup_text(sample: Sample) -> str:
+    if sample.scene == "scene1":
+        return f"{sample.content.get('question', '')}\n{sample.content.get('answer', '')}"
+    proposal = sample.content.get("proposal") or {}
+    return f"{sample.content.get('requirement', '')}\n{proposal.get('summary', '') if isinstance(proposal, dict) else ''}"
+
+
+def _grounding(sample: Sample, index: RepoIndex) -> tuple[list[tuple[str, str]], float]:
+    if sample.scene == "scene1":
+        return scene1_flags(str(sample.content.get("question", "")), str(sample.content.get("answer", "")),
+                            sample.input.get("code", ""), index)
+    texts = [text for name, text in text_fields(sample) if name != "thinking_trace"]
+    return scene2_flags(texts, sample.source.get("modules", []), index)
+
+
+def _known_names(sample: Sample, index: RepoIndex) -> frozenset[str]:
+    """Names a thinking trace should mention: the chunk's identifiers, or the anchor modules' symbols."""
+    if sample.scene == "scene1":
+        return frozenset(meaningful(identifiers_in(sample.input.get("code", ""), loose=True)))
+    return frozenset(meaningful(index.module_names(sample.source.get("modules", []))))
+
+
+def repo_index(ws: "Workspace", commit: str) -> RepoIndex:
+    c = ws.config
+    return _index_at(str(ws.repo.root), commit, tuple(c["scan.include"]), tuple([*c["scan.exclude"], *ws.own_paths]),
+                     c["scan.max_file_bytes"])
+
+
+@lru_cache(maxsize=4)  # one run rebuilds at most a few times at the same commit
+def _index_at(root: str, commit: str, include: tuple[str, ...], exclude: tuple[str, ...], max_bytes: int) -> RepoIndex:
+    result = scan(GitRepo(root), commit, include=list(include), exclude=list(exclude), max_file_bytes=max_bytes)
+    skeleton = build_skeleton(result.files, token_budget=1, repo_name="")  # only the symbols are wanted
+    definitions = [Definition(symbol.name, symbol.kind, f.path) for f in skeleton.files for symbol in f.symbols]
+    return RepoIndex.build(result.files, definitions)
+
+
+def assess_dataset(ws: "Workspace", store: DatasetStore, commit: str) -> Assessment:
+    """Verdicts for the live dataset at `commit`, recorded in quality.json."""
+    settings = QualitySettings.from_config(ws.config)
+    samples = [s for s, _ in live_samples(store)]
+    index = repo_index(ws, commit) if settings.enabled and samples else RepoIndex()
+    assessment = assess(samples, index, settings)
+    atomic_write_json(store.out / QUALITY_FILE, assessment.to_dict())
+    return assessment
+
+
+def read_quality(out: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((out / QUALITY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def describe_counts(counts: Mapping[str, Any]) -> list[str]:
+    """Summary lines: what was kept, why the rest was dropped, how many were flagged."""
+    if not counts.get("live"):
+        return []
+    lines = [f"quality: {counts['kept']} of {counts['live']} live samples kept, {counts['dropped']} dropped"
+             + (f", {counts['judged']} judged" if counts.get("judged") else "")]
+    if counts.get("by_reason"):
+        lines.append("  dropped: " + ", ".join(f"{r} {n}" for r, n in counts["by_reason"].items()))
+    rate = f"{100 * counts.get('flag_rate', 0.0):.1f}%"
+    flags = ", ".join(f"{f} {n}" for f, n in counts.get("by_flag", {}).items())
+    lines.append(f"  grounding flags: {counts.get('flagged', 0)} samples ({rate})" + (f": {flags}" if flags else ""))
+    return lines

@@ -148,7 +148,8 @@ def stats(state: State) -> None:
 @click.option("--since", default=None, help="Base revision (default: the manifest's source commit).")
 @click.option("--until", default=None, help="Target revision (default HEAD).")
 @click.option("--fallback", type=click.Choice(["none", "full"]), default="none", show_default=True,
-              help="What to do when --since is missing from a shallow clone.")
+              help="When --since cannot be used (missing from a shallow clone, unknown, not an ancestor): "
+                   "'none' stops with what to do, 'full' compares the whole tree at --until instead.")
 @click.option("--dry-run", is_flag=True, help="Plan only; call no LLM.")
 @pass_state
 def incremental(state: State, since: str | None, until: str | None, fallback: str, dry_run: bool) -> None:

@@ -297,8 +297,8 @@ def _plan_scene2(ws: Workspace, plan: Plan, store: DatasetStore, live: LiveSet, 
 
     # Prompts show the whole directory tree, the anchors' symbols and snippets of their code.
     all_files = full.scan.files if full is not None else _scan(ws, plan.until, None).files
-    modules = {m for a in plan.scene2 for m in a.modules}
-    anchor_files = [f for f in all_files if f.path in modules]
+    anchored = {m for a in plan.scene2 for m in a.modules}
+    anchor_files = [f for f in all_files if f.path in anchored]
     budget = ws.config["skeleton.token_budget"] // 2  # the tree's share of the budget in build_skeleton
     skeleton = Skeleton(tree=render_tree([f.path for f in all_files], root=ws.repo.name, token_budget=budget),
                         files=[s for s in map(extract_symbols, anchor_files) if s.symbols],

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from codefactory.fileio import read_jsonl
 from codefactory.pipeline import RunReport
+from codefactory.judge import describe_judge
+from codefactory.quality import describe_counts, read_quality
 from codefactory.store import SCENES, DatasetStore
 
 
@@ -34,6 +37,9 @@ def describe_report(report: RunReport, *, verbose: bool = False) -> list[str]:
                      "the next run picks them up")
     for label, reason in s.failures:
         lines.append(f"failed: {label}: {reason}")
+    if report.judge is not None:
+        lines.extend(describe_judge(report.judge))
+    lines.extend(describe_counts(report.quality))
     if report.outputs:
         lines.append(f"dataset: {report.outputs[-1]}")
     return lines
@@ -49,19 +55,26 @@ def describe_stats(out: Path) -> list[str]:
     for scene in SCENES:
         raw = store.read_raw(scene)
         samples = [raw[i] for i in live.ids() if i in raw]
-        usage = Counter()
+        sources = [live.moved.get(s.id, s.source) for s in samples]  # where renamed or moved code is now
+        usage: Counter[str] = Counter()
         for sample in samples:
             usage.update(sample.generation.get("usage", {}))
         if scene == "scene1":
-            files = {s.source["path"] for s in samples}
-            symbols = {s.source["chunk_id"] for s in samples}
+            files = {s["path"] for s in sources}
+            symbols = {s["chunk_id"] for s in sources}
             coverage = f", {len(files)} files, {len(symbols)} chunks covered"
         else:
-            coverage = f", {len({m for s in samples for m in s.source['modules']})} modules anchored"
+            coverage = f", {len({m for s in sources for m in s['modules']})} modules anchored"
         lines.append(f"{scene}: {len(samples)} live of {len(raw)} generated{coverage}; "
                      f"tokens {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion")
+    pending = store.pending()
+    if pending["scene1"] or pending["scene2"]:
+        lines.append(f"pending: {len(pending['scene1'])} chunks, {len(pending['scene2'])} proposals "
+                     "(deferred or failed; the next `codefactory incremental` picks them up)")
+    moved = {r["version"]: len(r.get("moved", {})) for r in read_jsonl(store.versions_path)}
+    lines.extend(describe_counts((read_quality(out) or {}).get("counts", {})))
     lines.append("versions:")
     for v in versions:
         lines.append(f"  v{v.version} {v.created_at} {(v.from_commit or 'none')[:10]}..{v.to_commit[:10]} "
-                     f"+{len(v.added)} -{len(v.retired)}")
+                     f"+{len(v.added)} -{len(v.retired)}" + (f" ~{moved[v.version]} moved" if moved.get(v.version) else ""))
     return lines

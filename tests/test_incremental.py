@@ -184,6 +184,13 @@ FILES = {
 BOOKS_BODY_EDIT = BOOKS.replace("            raise LookupError(f\"no copy of {book.title} is available\")",
                                 "            raise LookupError(f\"all copies of {book.title} are out\")")
 NOTIFY_BODY_EDIT = NOTIFY.replace("fines are growing", "please bring it back")
+BODY_EDITS = {
+    "library/books.py": ("no copy of {book.title} is available", "all copies of {book.title} are out"),
+    "library/loans.py": ("fine = late_days * FINE_PER_DAY", "fine = FINE_PER_DAY * late_days"),
+    "library/members.py": ("max(0.0, self.balance - amount)", "max(self.balance - amount, 0.0)"),
+    "library/notify.py": ("fines are growing", "please bring it back"),
+    "library/reports.py": ("b.copies > 0", "b.copies >= 1"),
+}
 # A signature change per module: its public surface changes.
 SIGNATURE_EDITS = {
     "library/books.py": ("def take(self, isbn: str) -> Book:", "def take(self, isbn: str, count: int = 1) -> Book:"),
@@ -389,6 +396,16 @@ def test_signature_change_regenerates_the_anchored_proposals(lab: Lab) -> None:
     assert new.rstrip(":") in prompt["messages"][-1]["content"]
 
 
+def test_body_only_change_in_an_anchored_module_keeps_the_proposals(lab: Lab) -> None:
+    before = lab.live("scene2")
+    module = next(iter(before.values()))["source"]["modules"][0]
+    asked = lab.asked("scene1")
+    lab.commit({module: FILES[module].replace(*BODY_EDITS[module])})
+    report = lab.run()
+    assert lab.asked("scene1") == asked + 1 and lab.asked("scene2") == 2
+    assert lab.live("scene2") == before and report.retired == 2
+
+
 def test_scene2_cap_defers_proposals_to_the_next_run(lab: Lab) -> None:
     proposals = lab.live("scene2")
     # A new public function changes a module's surface; touch one module of each proposal.
@@ -531,12 +548,31 @@ def test_max_requests_defers_and_the_next_run_picks_up(lab: Lab) -> None:
     first = lab.run(max_requests=1)
     assert len(lab.server.chat_requests) - asked == 1 and first.stats.deferred == 2
     assert len(json.loads((lab.out / "pending.json").read_text())["scene1"]) == 2
+    assert "pending: 2 chunks, 0 proposals" in "\n".join(describe_stats(lab.out))
     second = lab.run()  # nothing new was committed: the deferred work is what is left
     assert len(lab.server.chat_requests) - asked == 3 and second.stats.deferred == 0 and second.version == 3
     assert not (lab.out / "pending.json").exists()
     covered = {r["source"]["chunk_sha256"] for r in lab.live("scene1").values()}
     assert {c.sha256 for c in chunk_file(SourceFile("library/notify.py", "python", notify, ""))} <= covered
     assert lab.run().version is None and len(lab.server.chat_requests) - asked == 3
+
+
+def test_deferred_work_survives_a_later_commit_to_the_same_file(lab: Lab) -> None:
+    first_edit = REPORTS.replace(*BODY_EDITS["library/reports.py"]).replace("every copy", "all copies")
+    lab.commit({"library/reports.py": first_edit})
+    asked = len(lab.server.chat_requests)
+    lab.run(max_requests=0)  # both changed chunks deferred
+    assert len(lab.server.chat_requests) == asked
+    assert len(json.loads((lab.out / "pending.json").read_text())["scene1"]) == 2
+    # The next commit edits another file only; the deferred chunks' text is now old, yet still owed.
+    lab.commit({"library/notify.py": NOTIFY_BODY_EDIT, "library/reports.py": first_edit + "\n# reviewed\n"})
+    report = lab.run()
+    # shelf_report: deferred and unchanged since; empty_titles: deferred and changed again; reminder: new
+    assert len(lab.server.chat_requests) - asked == 3
+    assert report.stats.deferred == 0 and not (lab.out / "pending.json").exists()
+    covered = {r["source"]["chunk_sha256"] for r in lab.live("scene1").values()}
+    final = first_edit + "\n# reviewed\n"
+    assert {c.sha256 for c in chunk_file(SourceFile("library/reports.py", "python", final, ""))} <= covered
 
 
 def test_dry_run_writes_the_plan_and_nothing_else(lab: Lab) -> None:
@@ -561,7 +597,9 @@ def test_stats_show_versions_and_counts(lab: Lab) -> None:
     text = "\n".join(describe_stats(lab.out))
     assert "version 3" in text and "  v2 " in text and "  v3 " in text
     live = len(lab.live("scene1"))
-    assert f"scene1: {live} live of {live + 2} generated" in text
+    assert f"scene1: {live} live of {live + 2} generated, {len(FILES)} files" in text
+    assert text.splitlines()[-1].endswith(" moved") and "+2 -2" in text
+    assert "pending" not in text
 
 
 def test_cli_incremental_and_its_errors(lab: Lab) -> None:

@@ -51,6 +51,7 @@ pass_state = click.make_pass_decorator(State)
 @click.option("--seed", type=int, default=None, help="Seed for sampling and deterministic choices.")
 @click.option("--rev", default=None, help="Commit to process (default HEAD).")
 @click.option("--max-requests", type=int, default=None, help="Stop scheduling LLM calls past N; the rest is deferred.")
+@click.option("--judge/--no-judge", default=None, help="Score samples with an LLM judge; drop those below judge.threshold.")
 @click.option("-v", "--verbose", count=True, help="More detail.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
@@ -59,7 +60,7 @@ def cli(ctx: click.Context, repo: str, config_file: str | None, verbose: int, qu
     logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     keys = {"out": "out", "backend": "backend", "model": "model", "model_path": "llm.model_path",
             "base_url": "base_url", "concurrency": "concurrency", "seed": "seed", "rev": "rev",
-            "max_requests": "max_requests"}
+            "max_requests": "max_requests", "judge": "judge.enabled"}
     ctx.obj = State(repo, {keys[k]: v for k, v in flags.items()}, config_file, -1 if quiet else verbose)
 
 
@@ -159,6 +160,31 @@ def incremental(state: State, since: str | None, until: str | None, fallback: st
     ws = state.workspace()
     report = run_incremental(ws, since=since, until=until, fallback=fallback, dry_run=dry_run)
     _finish(report, state)
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["openai", "sharegpt", "alpaca", "hf"]), required=True,
+              help="openai chat JSONL, sharegpt, alpaca, or a Hugging Face dataset folder (Parquet + card).")
+@click.option("--to", default=None, help="Folder to write (default: <out>/export/<format>).")
+@click.option("--split", type=float, default=None, help="Share of samples for a validation split by source file, e.g. 0.1.")
+@pass_state
+def export(state: State, fmt: str, to: str | None, split: float | None) -> None:
+    """Write the live, cleaned dataset in a fine-tuning format."""
+    from codefactory.export import describe_export, export_dataset
+
+    ws = state.workspace(**{"export.split": split})
+    print_lines(describe_export(export_dataset(ws, fmt, Path(to) if to else None)))
+
+
+@cli.command()
+@click.option("--to", default=None, help="HTML file to write (default: <out>/report.html).")
+@pass_state
+def report(state: State, to: str | None) -> None:
+    """Write a self-contained HTML page about the dataset: counts, coverage, drop reasons, samples."""
+    from codefactory.report import write_report
+
+    ws = state.workspace()
+    click.echo(f"report -> {write_report(ws, Path(to) if to else None)}", err=True)
 
 
 @cli.command("install-hook")

@@ -147,8 +147,8 @@ def render_for_judge(sample: Sample, index: RepoIndex) -> tuple[str, str]:
     return "\n".join(lines), text
 
 
-def describe_judge(report: JudgeReport, settings: QualitySettings) -> list[str]:
+def describe_judge(report: JudgeReport) -> list[str]:
     if not report.requests:
         return ["judge: every eligible sample already has scores"]
     return [f"judge: {report.judged} samples scored from {report.requests} requests (cache hits {report.cache_hits}, "
-            f"LLM calls {report.llm_calls}, failed {len(report.failures)}); keeps scores >= {settings.judge_threshold:g}"]
+            f"LLM calls {report.llm_calls}, failed {len(report.failures)})"]

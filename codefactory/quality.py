@@ -223,6 +223,25 @@ def assess_dataset(ws: "Workspace", store: DatasetStore, commit: str) -> Assessm
     return assessment
 
 
+def current_assessment(ws: "Workspace", store: DatasetStore, samples: Sequence[Sample]) -> Assessment:
+    """The verdicts of the last rebuild (quality.json) when they cover `samples`, else assessed afresh at
+    the manifest's source commit (nothing is written: readers such as export never change the dataset)."""
+    settings = QualitySettings.from_config(ws.config)
+    recorded = read_quality(store.out) or {}
+    verdicts = recorded.get("samples")
+    if isinstance(verdicts, dict) and all(s.id in verdicts for s in samples):
+        return Assessment({s.id: _verdict_from(s.id, verdicts[s.id]) for s in samples}, settings)
+    commit = (store.manifest() or {}).get("source_commit")
+    index = repo_index(ws, commit) if settings.enabled and samples and commit else RepoIndex()
+    return assess(samples, index, settings)
+
+
+def _verdict_from(sample_id: str, data: Mapping[str, Any]) -> Verdict:
+    return Verdict(sample_id, data.get("scene", ""), None if data.get("kept", True) else data.get("reason", "dropped"),
+                   data.get("detail", ""), dict(data.get("flags", {})), float(data.get("grounding", 0.0)),
+                   data.get("judge"))
+
+
 def read_quality(out: Path) -> dict[str, Any] | None:
     try:
         data = json.loads((out / QUALITY_FILE).read_text(encoding="utf-8"))

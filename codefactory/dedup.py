@@ -16,6 +16,7 @@ from datasketch import MinHash, MinHashLSH
 
 NUM_PERM = 128
 SHINGLE_WORDS = 3
+LSH_RECALL = 0.7
 _SEED = 1  # fixed: verdicts must not change between rebuilds
 _NON_WORD = re.compile(r"[^\w\s]+")
 
@@ -65,7 +66,9 @@ def deduplicate(candidates: Sequence[Candidate], threshold: float) -> dict[str, 
         signature.update_batch([g.encode("utf-8") for g in sorted(grams)])
         lsh = indexes.get(candidate.scene)
         if lsh is None:
-            lsh = indexes[candidate.scene] = MinHashLSH(threshold=min(threshold, 0.99), num_perm=NUM_PERM)
+            # LSH is only the candidate filter, set well below the threshold so pairs just above it are
+            # not missed; the exact Jaccard of the shingles decides.
+            lsh = indexes[candidate.scene] = MinHashLSH(threshold=min(threshold, 0.99) * LSH_RECALL, num_perm=NUM_PERM)
         best: tuple[float, str] | None = None
         for other in sorted(lsh.query(signature)):
             similarity = jaccard(grams, kept_shingles[other])

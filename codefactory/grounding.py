@@ -166,14 +166,14 @@ def scene1_flags(question: str, answer: str, code: str, index: RepoIndex) -> tup
     cited_in_answer = identifiers_in(answer) - LANGUAGE_NAMES
     named = (meaningful(identifiers_in(answer, loose=True)) | cited_in_answer) & code_names
     flags: list[tuple[str, str]] = []
-    if chunk_names and not named:
-        flags.append(("ungrounded", "the answer names none of the chunk's identifiers"))
     cited = meaningful(identifiers_in(question + "\n" + answer))
     unknown = sorted(n for n in cited if n not in index.tokens and n not in chunk_names)
     missing_paths = sorted(p for p in cited_paths(answer) if not index.knows_path(p))
-    if unknown or missing_paths:
+    if unknown or missing_paths:  # the worse flag first: it is the reason given when flagged samples are dropped
         flags.append(("unknown_identifiers", "names that exist nowhere in the repository: "
                       + ", ".join((unknown + missing_paths)[:6])))
+    if chunk_names and not named:
+        flags.append(("ungrounded", "the answer names none of the chunk's identifiers"))
     return flags, float(len(named)) - 2.0 * (len(unknown) + len(missing_paths))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 import shutil
 import sqlite3
 from pathlib import Path
@@ -18,8 +19,12 @@ import diskcache
 
 log = logging.getLogger(__name__)
 
-# Bumped when the stored value layout changes; older entries are then simply misses.
+# Bumped when the stored value layout changes; a cache of another format is then rebuilt empty.
 FORMAT = 1
+_FORMAT_KEY = "__codefactory_format__"
+# What reading a damaged or foreign entry can raise (diskcache unpickles values).
+_UNREADABLE = (sqlite3.DatabaseError, OSError, ValueError, EOFError, pickle.UnpicklingError, AttributeError,
+               ImportError, IndexError, TypeError)
 
 
 def cache_key(**parts: Any) -> str:
@@ -36,18 +41,38 @@ class ReplyCache:
         self.warning: str | None = None
         try:
             self._cache = diskcache.Cache(str(directory))
-            self._cache.get("__probe__")
-        except (sqlite3.DatabaseError, OSError) as exc:
+            found = self._cache.get(_FORMAT_KEY)
+            if found is None and len(self._cache) > 0:
+                found = self._oldest_format()  # written before the marker existed
+        except _UNREADABLE as exc:
             # A corrupt or foreign cache costs regeneration, never the run.
-            self.warning = f"cache at {directory} was unreadable ({exc.__class__.__name__}); rebuilt it empty"
-            log.warning(self.warning)
-            shutil.rmtree(directory, ignore_errors=True)
-            self._cache = diskcache.Cache(str(directory))
+            self._rebuild(f"was unreadable ({exc.__class__.__name__})")
+            found = None
+        if found is not None and found != FORMAT:
+            self._rebuild(f"was written in format {found!r}, this version reads format {FORMAT}")
+            found = None
+        if found is None:
+            self._cache.set(_FORMAT_KEY, FORMAT)
+
+    def _rebuild(self, why: str) -> None:
+        self.warning = f"cache at {self.directory} {why}; rebuilt it empty (replies will be asked again)"
+        log.warning(self.warning)
+        if getattr(self, "_cache", None) is not None:
+            self._cache.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self._cache = diskcache.Cache(str(self.directory))
+
+    def _oldest_format(self) -> object:
+        """The format of the first entry."""
+        for key in self._cache.iterkeys():
+            entry = self._cache.get(key)
+            return entry.get("format") if isinstance(entry, dict) else "unknown"
+        return None
 
     def get(self, key: str) -> dict[str, Any] | None:
         try:
             entry = self._cache.get(key)
-        except (sqlite3.DatabaseError, OSError, ValueError, EOFError) as exc:
+        except _UNREADABLE as exc:
             log.warning("cache read failed for %s: %s", key[:12], exc)
             return None
         if not isinstance(entry, dict) or entry.get("format") != FORMAT:

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+# Test hook for the crash tests (tests/test_reliability.py): `CODEFACTORY_TEST_KILL_AT=<point>[#n]` SIGKILLs
+# the process the n-th time (default 1st) it reaches <point>, which is `before-replace:<file name>` (a whole
+# new file written and synced, not yet renamed over the old one) or `torn-append:<file name>` (half of
+# the appended lines written). Unset, it costs one environment lookup per write.
+TEST_KILL_ENV = "CODEFACTORY_TEST_KILL_AT"
+_reached: Counter[str] = Counter()
+# `.{name}.{pid}.{random}.tmp`: the pid lets the lock holder tell a dead writer's leftovers from live ones.
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
 
 
 def dumps_line(record: Any) -> str:
@@ -17,12 +29,14 @@ def dumps_line(record: Any) -> str:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temp file in the same directory, fsync, then rename over the target."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        if _kill_point(f"before-replace:{path.name}"):
+            _die()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -45,6 +59,10 @@ def append_jsonl(path: Path, records: Iterable[Any]) -> None:
     if not data:
         return
     with open(path, "a", encoding="utf-8", newline="\n") as handle:
+        if _kill_point(f"torn-append:{path.name}"):
+            handle.write(data[: len(data) // 2])
+            handle.flush()
+            _die()
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
@@ -75,3 +93,42 @@ def _repair_tail(path: Path) -> None:
         handle.seek(0)
         content = handle.read()
         handle.truncate(content.rfind(b"\n") + 1)
+
+
+def remove_stale_temp_files(directory: Path) -> list[Path]:
+    """Delete the temp files of atomic writes whose writer died before renaming them; returns them."""
+    removed = []
+    for candidate in directory.glob(".*.tmp"):
+        match = _TEMP_NAME.match(candidate.name)
+        if match and not _alive(int(match.group(1))):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process, or no way to tell: leave its file alone
+    return True
+
+
+def _kill_point(point: str) -> bool:
+    """Whether the crash-test hook wants this process to die at `point` now."""
+    wanted = os.environ.get(TEST_KILL_ENV)
+    if not wanted:
+        return False
+    name, _, nth = wanted.partition("#")
+    if name != point:
+        return False
+    _reached[point] += 1
+    return _reached[point] == int(nth or 1)
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)

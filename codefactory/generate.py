@@ -2,7 +2,8 @@
 
 Every reply is parsed and validated against the request's JSON schema; an invalid reply is
 re-asked once with the validation error, then recorded as a failure while the run goes on.
-A reply is stored in the cache before its callback runs, so a crash never loses paid work.
+A reply is stored in the cache before its callback runs, so a crash never loses paid work, and it is
+redacted first: a secret a model emits reaches neither the cache nor the dataset.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import jsonschema
 from codefactory.cache import ReplyCache
 from codefactory.errors import GenerationError
 from codefactory.llm import LLM, GenerationParams, Usage
+from codefactory.secrets import redact_all
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Reply:
     model: str
     created_at: str
     cached: bool
+    secrets: dict[str, int] = field(default_factory=dict)  # redacted from this reply, by kind
 
 
 @dataclass
@@ -148,11 +151,13 @@ def _ask(llm: LLM, cache: ReplyCache, request: Request) -> Reply:
                 {"role": "user", "content": f"That reply was not valid: {exc}. Reply again with only a JSON object that matches the schema."},
             ]
             continue
+        data, secrets = redact_all(data)
         created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         reply = {"data": data, "model": completion.model, "created_at": created_at,
                  "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}}
         cache.put(request.key, reply)
-        return Reply(data=data, usage=usage, model=completion.model, created_at=created_at, cached=False)
+        return Reply(data=data, usage=usage, model=completion.model, created_at=created_at, cached=False,
+                     secrets=dict(secrets))
     raise AssertionError("unreachable")
 
 

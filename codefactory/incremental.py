@@ -47,7 +47,13 @@ def run_incremental(
     Revision problems raise RevisionError/RepositoryError before anything is written. With no manifest
     and no `since` this is a full build at `until`; `fallback="full"` also rebuilds against the whole
     tree when `since` cannot be used (missing from a shallow clone, unknown, or not an ancestor).
+    The output directory's lock is held throughout: the plan reads the dataset it then updates.
     """
+    with pipeline.write_lock(ws, dry_run):
+        return _run_incremental(ws, since=since, until=until, fallback=fallback, dry_run=dry_run)
+
+
+def _run_incremental(ws: Workspace, *, since: str | None, until: str | None, fallback: str, dry_run: bool) -> RunReport:
     store = DatasetStore(ws.out)
     until_sha = ws.repo.resolve(until or ws.config["rev"])  # also rejects an empty repository
     base = since or (store.manifest() or {}).get("source_commit")

@@ -11,12 +11,13 @@ Scene = Literal["scene1", "scene2"]
 
 @dataclass(frozen=True)
 class SourceFile:
-    """A file selected by the scan: its path relative to the repo root and its decoded text."""
+    """A file selected by the scan: its path relative to the repo root and its decoded text, secrets redacted."""
 
     path: str
     language: str  # "python", "go", ... or "text" for files chunked by line windows
     text: str
     blob_sha: str  # git blob id, lets later stages skip unchanged files cheaply
+    secrets: tuple[tuple[str, int], ...] = ()  # (kind, count) of the secrets redacted from `text`
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ The CLI is a thin shell over these; tests and other tools call them directly.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +23,7 @@ from codefactory.generate import GenerationStats, Reply, Request, generate
 from codefactory.gitrepo import GitRepo
 from codefactory.judge import JudgeReport, judge_live
 from codefactory.llm import LLM, GenerationParams, LLMSettings, bundled_model_path, open_llm
+from codefactory.lock import output_lock
 from codefactory.models import Chunk, Sample
 from codefactory.prompts import load_prompt
 from codefactory.quality import assess_dataset, read_quality, sft_record
@@ -29,6 +32,7 @@ from codefactory.scene1 import Scene1Job, plan_scene1, rank_chunks
 from codefactory.scene1 import samples_from_reply as scene1_samples
 from codefactory.scene2 import Anchor, Scene2Job, plan_scene2, slice_sha256
 from codefactory.scene2 import sample_from_reply as scene2_sample
+from codefactory.secrets import redact_all
 from codefactory.skeleton import Skeleton, build_skeleton
 from codefactory.store import DatasetStore, Pending, next_pending
 from codefactory.tokens import count_tokens
@@ -159,6 +163,8 @@ class RunReport:
     outputs: list[Path] = field(default_factory=list)
     quality: dict[str, Any] = field(default_factory=dict)  # quality.json counts: kept, dropped by reason, flags
     judge: JudgeReport | None = None
+    # Secrets replaced by <REDACTED:kind>, by kind: in the files read (before any prompt) and in replies.
+    secrets_redacted: Counter[str] = field(default_factory=Counter)
     elapsed: float = 0.0
 
     @property
@@ -202,12 +208,16 @@ def run_generation(
                         seed=ws.config["seed"], anchors=scene2_anchors or None) if scene2_count or scene2_anchors else []
     requests = [j.request for j in jobs1] + [j.request for j in jobs2]
     report = RunReport(command=command, commit=snapshot.commit, chunks=len(snapshot.chunks), dry_run=dry_run)
+    for file in snapshot.scan.files:
+        report.secrets_redacted.update(dict(file.secrets))
     cache = ReplyCache(ws.cache_dir)
+    writing = ExitStack()
     try:
         if dry_run:
             _write_dry_run(ws, report, requests, cache)
             return report
 
+        writing.enter_context(write_lock(ws))
         store = DatasetStore(ws.out)
         by_key: dict[str, Scene1Job | Scene2Job] = {j.request.key: j for j in [*jobs1, *jobs2]}
         produced: list[Sample] = []
@@ -222,6 +232,10 @@ def run_generation(
             else:
                 new = [scene2_sample(job, reply, repo_name=repo_name, commit=snapshot.commit, backend=backend,
                                      params=params)]
+            report.secrets_redacted.update(reply.secrets)
+            for sample in new:  # again, whatever the reply's age: nothing secret-shaped enters the dataset
+                sample.content, found = redact_all(sample.content)
+                report.secrets_redacted.update(found)
             store.append_raw(new)  # durable at once: a crash later loses nothing finished
             produced.extend(new)
 
@@ -236,6 +250,8 @@ def run_generation(
             if llm is not None:
                 llm.close()
 
+        order = {r.key: i for i, r in enumerate(requests)}  # not arrival order: the same dataset however it ran
+        produced.sort(key=lambda s: order[s.generation["cache_key"]])
         version = store.commit_version(from_commit=from_commit, to_commit=snapshot.commit,
                                        added=[s.id for s in produced],
                                        retired=[*retired, *superseded(store, produced)], moved=moved)
@@ -254,7 +270,13 @@ def run_generation(
         return report
     finally:
         cache.close()
+        writing.close()
         report.elapsed = time.monotonic() - started
+
+
+def write_lock(ws: Workspace, dry_run: bool = False) -> AbstractContextManager[None]:
+    """The output directory's one-writer lock for a command that writes the dataset (dry runs don't)."""
+    return nullcontext() if dry_run else output_lock(ws.out, timeout=ws.config["lock_timeout"])
 
 
 def _split_done(jobs1: Sequence[Scene1Job], jobs2: Sequence[Scene2Job], answered: set[str]) -> tuple[Pending, Pending]:
@@ -352,30 +374,34 @@ def _estimated_completion_tokens(request: Request) -> int:
 
 def run_scene1(ws: Workspace, *, dry_run: bool = False) -> RunReport:
     """Q&A for up to `scene1.limit` chunks, most informative first; writes chunks.json too."""
-    snapshot = take_snapshot(ws)
-    limit = ws.config["scene1.limit"]
-    selected = snapshot.ranked[:limit] if limit is not None else snapshot.ranked
-    report = run_generation(ws, snapshot, command="scene1", scene1_chunks=selected,
-                            qa_count=ws.config["scene1.qa_count"], dry_run=dry_run)
-    report.outputs.insert(0, write_chunks(ws, snapshot))
-    return report
+    with write_lock(ws, dry_run):
+        snapshot = take_snapshot(ws)
+        limit = ws.config["scene1.limit"]
+        selected = snapshot.ranked[:limit] if limit is not None else snapshot.ranked
+        report = run_generation(ws, snapshot, command="scene1", scene1_chunks=selected,
+                                qa_count=ws.config["scene1.qa_count"], dry_run=dry_run)
+        report.outputs.insert(0, write_chunks(ws, snapshot))
+        return report
 
 
 def run_scene2(ws: Workspace, *, dry_run: bool = False) -> RunReport:
     """`scene2.count` design proposals; writes the skeleton files too."""
-    snapshot = take_snapshot(ws)
-    report = run_generation(ws, snapshot, command="scene2", scene2_count=ws.config["scene2.count"], dry_run=dry_run)
-    report.outputs[:0] = write_skeleton(ws, snapshot)
-    return report
+    with write_lock(ws, dry_run):
+        snapshot = take_snapshot(ws)
+        report = run_generation(ws, snapshot, command="scene2", scene2_count=ws.config["scene2.count"],
+                                dry_run=dry_run)
+        report.outputs[:0] = write_skeleton(ws, snapshot)
+        return report
 
 
 def run_build(ws: Workspace, *, dry_run: bool = False, rev: str | None = None) -> RunReport:
     """chunks + skeleton + Scene-1 + Scene-2 + combined dataset, as one dataset version."""
-    snapshot = take_snapshot(ws, rev)
-    limit = ws.config["scene1.limit"]
-    selected = snapshot.ranked[:limit] if limit is not None else snapshot.ranked
-    report = run_generation(ws, snapshot, command="build", scene1_chunks=selected,
-                            qa_count=ws.config["scene1.qa_count"], scene2_count=ws.config["scene2.count"],
-                            dry_run=dry_run)
-    report.outputs[:0] = [write_chunks(ws, snapshot), *write_skeleton(ws, snapshot)]
-    return report
+    with write_lock(ws, dry_run):
+        snapshot = take_snapshot(ws, rev)
+        limit = ws.config["scene1.limit"]
+        selected = snapshot.ranked[:limit] if limit is not None else snapshot.ranked
+        report = run_generation(ws, snapshot, command="build", scene1_chunks=selected,
+                                qa_count=ws.config["scene1.qa_count"], scene2_count=ws.config["scene2.count"],
+                                dry_run=dry_run)
+        report.outputs[:0] = [write_chunks(ws, snapshot), *write_skeleton(ws, snapshot)]
+        return report

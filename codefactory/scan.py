@@ -16,6 +16,7 @@ import pathspec
 
 from .gitrepo import GitRepo, TreeEntry
 from .models import SkippedFile, SourceFile
+from .secrets import redact
 
 IGNORE_FILE = ".codefactoryignore"
 BINARY_SNIFF_BYTES = 8192
@@ -120,11 +121,15 @@ def scan(
     exclude: Sequence[str] = (),
     max_file_bytes: int = 1_000_000,
     paths: Collection[str] | None = None,
+    redact_secrets: bool = True,
 ) -> ScanResult:
     """Decide, for every file of `rev`'s tree (or only `paths`), whether it is processed.
 
     `include`/`exclude` and the repo's `.codefactoryignore` (read from the same commit) use gitignore
     syntax; a non-empty `include` keeps only matching files. Results are sorted by path.
+    Secrets in a selected file's text are replaced by `<REDACTED:kind>` (line numbers kept) here, at the
+    door, so chunks, their sha256, the skeleton, prompts, cache keys and every output only ever see
+    the redacted text.
     """
     commit = repo.resolve(rev)
     ignore = _ignore_spec(repo, commit)
@@ -144,7 +149,11 @@ def scan(
             skipped.append(SkippedFile(path=entry.path, reason=reason or "unreadable"))
         else:
             language = detect_language(entry.path)
-            files.append(SourceFile(path=entry.path, language=language, text=text, blob_sha=entry.oid))
+            found: tuple[tuple[str, int], ...] = ()
+            if redact_secrets:
+                redaction = redact(text, keep_lines=True)
+                text, found = redaction.text, tuple(redaction.counts.items())
+            files.append(SourceFile(path=entry.path, language=language, text=text, blob_sha=entry.oid, secrets=found))
     return ScanResult(commit=commit, files=files, skipped=skipped)
 
 

@@ -27,16 +27,39 @@ class Redaction:
         return sum(self.counts.values())
 
 
-def redact(text: str) -> Redaction:
-    """Replace every secret in `text` with `<REDACTED:kind>`. Idempotent."""
+def redact(text: str, *, keep_lines: bool = False) -> Redaction:
+    """Replace every secret in `text` with `<REDACTED:kind>`. Idempotent.
+
+    `keep_lines` follows each placeholder with the newlines of the secret it replaces (a key
+    block spans many), so line numbers computed on the result still point into the real file.
+    """
     hits = _scan(text)
     parts: list[str] = []
     pos = 0
     for hit in hits:
-        parts += [text[pos:hit.start], f"<REDACTED:{hit.kind}>"]
+        newlines = "\n" * text.count("\n", hit.start, hit.end) if keep_lines else ""
+        parts += [text[pos:hit.start], f"<REDACTED:{hit.kind}>{newlines}"]
         pos = hit.end
     parts.append(text[pos:])
     return Redaction("".join(parts), dict(sorted(Counter(hit.kind for hit in hits).items())))
+
+
+def redact_all(value: Any) -> tuple[Any, Counter[str]]:
+    """A JSON-like `value` with every string in it redacted, and the secrets replaced by kind."""
+    counts: Counter[str] = Counter()
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, str):
+            result = redact(node)
+            counts.update(result.counts)
+            return result.text
+        if isinstance(node, dict):
+            return {key: walk(item) for key, item in node.items()}
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        return node
+
+    return walk(value), counts
 
 
 def find_secrets(text: str) -> list[tuple[str, str]]:

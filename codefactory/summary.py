@@ -20,6 +20,7 @@ def describe_report(report: RunReport, *, verbose: bool = False) -> list[str]:
             f"{report.command} (dry run) at {report.commit[:10]}: {report.chunks} chunks, {s.requests} requests "
             f"({s.cache_hits} already cached, {s.requests - s.cache_hits} to send)",
             f"estimated tokens: {report.estimated_prompt_tokens} prompt + {report.estimated_completion_tokens} completion",
+            *_secrets(report),
             *(f"wrote {p}" for p in report.outputs),
         ]
     version = f"dataset v{report.version}" if report.version else "dataset unchanged"
@@ -35,14 +36,27 @@ def describe_report(report: RunReport, *, verbose: bool = False) -> list[str]:
     if s.deferred:
         lines.append(f"{s.deferred} requests deferred (max_requests, scene2.max_new_per_run); "
                      "the next run picks them up")
+    lines.extend(_secrets(report))
     for label, reason in s.failures:
         lines.append(f"failed: {label}: {reason}")
+    if s.failures:
+        lines.append(f"{len(s.failures)} requests failed; finished samples are kept: run the same command again "
+                     "to retry the failed ones")
     if report.judge is not None:
         lines.extend(describe_judge(report.judge))
     lines.extend(describe_counts(report.quality))
     if report.outputs:
         lines.append(f"dataset: {report.outputs[-1]}")
     return lines
+
+
+def _secrets(report: RunReport) -> list[str]:
+    found = report.secrets_redacted
+    if not found:
+        return []
+    kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(found.items()))
+    return [f"secrets redacted: {sum(found.values())} ({kinds}), replaced by <REDACTED:kind> before any prompt "
+            "or output"]
 
 
 def describe_stats(out: Path) -> list[str]:

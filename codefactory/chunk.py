@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from .models import Chunk, SourceFile
 from .outline import Definition, outline
-from .tokens import count_tokens
+from .tokens import count_tokens, count_tokens_upto
 
 _PUNCTUATION_ONLY = frozenset("{}()[];, \t\r")
 _ENCODE_CHARS = 100_000
@@ -93,6 +93,18 @@ class _Chunker:
     def count(self, start: int, end: int) -> int:
         return _count(self.text(start, end))
 
+    def count_upto(self, start: int, end: int) -> int:
+        """The exact tokens of rows start..end when they fit max_tokens, else max_tokens + 1.
+
+        Most spans asked about are definitions far too big to fit: the tokenizer stops at the limit
+        instead of counting them whole (half of all tokenizing on large trees, bench/README.md).
+        """
+        text = self.text(start, end)
+        if len(text) > _ENCODE_CHARS:
+            return _count(text)
+        tokens = count_tokens_upto(text, self.max)
+        return self.max + 1 if tokens is None else tokens
+
     def blank(self, row: int) -> bool:
         return not self.lines[row].strip()
 
@@ -128,7 +140,7 @@ class _Chunker:
         kind = "class" if definition.kind in ("class", "namespace") else definition.kind
         name = self.unique(definition.qualified)
         end = definition.end
-        tokens = self.count(start, end)
+        tokens = self.count_upto(start, end)
         if tokens <= self.max:
             return [_Piece(kind, definition.qualified, start, end, tokens, name)]
         if kind != "class" or not definition.members:
@@ -159,7 +171,7 @@ class _Chunker:
             return []  # closing braces left between a split class's members
         in_class = owner is not None and owner.kind == "class"
         kind, symbol = ("class", owner.qualified) if in_class and owner else ("module", "")
-        tokens = self.count(lo, hi)
+        tokens = self.count_upto(lo, hi)
         if tokens < self.min and all(r in self.import_rows or self.blank(r) for r in rows):
             return []  # a few imports say nothing on their own
         if tokens <= self.max:

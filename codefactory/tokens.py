@@ -7,9 +7,33 @@ provider-neutral estimate used for chunk bounds, skeleton budgets and dry-run pl
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import lru_cache
+from typing import Any
 
 import bpe_openai
+
+# bpe-openai refuses inputs over 1M characters; longer text is counted in pieces cut at newlines.
+_PIECE = 200_000
+
+
+@lru_cache(maxsize=1)
+def _tokenizer() -> Any:
+    """The Rust tokenizer behind bpe-openai's Encoding (its stub-typed `_bindings` module).
+
+    Its count() skips building the token list, and count_till_limit() stops at a limit: chunking asks
+    "does this span fit?" far more often than "how many tokens?", mostly of spans much too long to fit
+    (bench/README.md). The Encoding wrapper would also build Python rank tables first (~0.2 s).
+    """
+    try:
+        from bpe_openai import _bindings
+
+        tokenizer = _bindings.tokenizer_for_encoding("o200k_base")
+        if hasattr(tokenizer, "count") and hasattr(tokenizer, "count_till_limit"):
+            return tokenizer
+    except (ImportError, AttributeError):
+        pass
+    return None  # another bpe-openai layout: fall back to the public Encoding
 
 
 @lru_cache(maxsize=1)
@@ -17,22 +41,56 @@ def _encoding() -> bpe_openai.Encoding:
     return bpe_openai.get_encoding("o200k_base")
 
 
-# bpe-openai refuses inputs over 1M characters; longer text is counted in pieces cut at newlines.
-_PIECE = 200_000
-
-
-def count_tokens(text: str) -> int:
-    if not text:
-        return 0
-    encode = _encoding().encode_ordinary
+def _pieces(text: str) -> Iterator[str]:
     if len(text) <= _PIECE:
-        return len(encode(text))
-    total, start = 0, 0
+        yield text
+        return
+    start = 0
     while start < len(text):
         end = min(len(text), start + _PIECE)
         if end < len(text):
             cut = text.rfind("\n", start, end)
             end = cut + 1 if cut > start else end
-        total += len(encode(text[start:end]))
+        yield text[start:end]
         start = end
+
+
+def _sanitized(text: str) -> str:
+    # Lone surrogates cannot be encoded as UTF-8; the wrapper replaces them the same way.
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def count_tokens(text: str) -> int:
+    if not text:
+        return 0
+    tokenizer = _tokenizer()
+    if tokenizer is None:
+        encode = _encoding().encode_ordinary
+        return sum(len(encode(piece)) for piece in _pieces(text))
+    total = 0
+    for piece in _pieces(text):
+        try:
+            total += tokenizer.count(piece)
+        except UnicodeEncodeError:
+            total += tokenizer.count(_sanitized(piece))
+    return total
+
+
+def count_tokens_upto(text: str, limit: int) -> int | None:
+    """count_tokens(text) when it is at most `limit`, else None; tokenizing stops soon after the limit."""
+    if not text:
+        return 0
+    tokenizer = _tokenizer()
+    if tokenizer is None:
+        count = count_tokens(text)
+        return count if count <= limit else None
+    total = 0
+    for piece in _pieces(text):
+        try:
+            count = tokenizer.count_till_limit(piece, limit - total)
+        except UnicodeEncodeError:
+            count = tokenizer.count_till_limit(_sanitized(piece), limit - total)
+        if count is None:
+            return None
+        total += count
     return total

@@ -336,11 +336,9 @@ def rebuild_dataset(ws: Workspace, store: DatasetStore, *, source_commit: str, m
         "sft_fingerprint": cache_key(tool=__version__, system_prompt=system_prompt,
                                      sft={k: c[k] for k in c if k.startswith("sft.")}),
     }
-    if assessment.changed_since(previous):
-        # A verdict changed for a sample the changelog does not name (a better duplicate arrived, a judge
-        # score, the repository): the SFT files cannot be patched, so they are rendered in full.
-        manifest.pop("sft_fingerprint", None)
-    return store.rebuild(convert, manifest)
+    # A verdict changed for a sample the changelog does not name (a better duplicate arrived, a judge score,
+    # the repository): the SFT files cannot be patched this time, so they are rendered in full.
+    return store.rebuild(convert, manifest, full=assessment.changed_since(previous))
 
 
 def _write_dry_run(ws: Workspace, report: RunReport, requests: Sequence[Request], cache: ReplyCache) -> None:

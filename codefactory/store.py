@@ -186,7 +186,9 @@ class DatasetStore:
 
     # -- derived files --------------------------------------------------------------------
 
-    def rebuild(self, to_sft: Callable[[Sample, int], dict[str, Any] | None], manifest: dict[str, Any]) -> dict[str, int]:
+    def rebuild(
+        self, to_sft: Callable[[Sample, int], dict[str, Any] | None], manifest: dict[str, Any], *, full: bool = False
+    ) -> dict[str, int]:
         """Rewrite the SFT files and manifest from raw logs + changelog. Returns live counts per scene.
 
         `to_sft` turns a live sample into its SFT record, or None to leave it out (failed quality checks).
@@ -194,10 +196,11 @@ class DatasetStore:
         `manifest["sft_fingerprint"]` (everything that shapes a record besides the sample), only samples
         added, retired or moved since then are rendered again and every other line is kept as it is: the
         same bytes as a full rebuild, without parsing and re-rendering a large dataset for a small update.
+        `full` renders every sample: the caller knows records changed that the changelog does not name.
         """
         records = list(read_jsonl(self.versions_path))
         live = self.live()
-        changed = self._changed_since_last_rebuild(records, manifest)
+        changed = None if full else self._changed_since_last_rebuild(records, manifest)
         lines: dict[str, list[str]] = {}
         for scene in SCENES:
             path = self.out / f"{scene}_sft.jsonl"

@@ -451,6 +451,21 @@ def test_sft_files_rebuild_byte_identical_and_chunks_match_a_full_chunking(lab: 
     assert len(lab.versions()) == 4
 
 
+def test_small_update_patches_the_sft_files_instead_of_rendering_all(lab: Lab) -> None:
+    path = lab.out / "scene1_sft.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    untouched = next(i for i, line in enumerate(lines) if "library/members.py" in line)
+    # A mark only a full re-render would remove: the patch keeps unchanged lines byte for byte.
+    lines[untouched] = lines[untouched].replace("You are an expert", "You are AN expert", 1)
+    path.write_text("".join(lines))
+    lab.commit({"library/notify.py": NOTIFY_BODY_EDIT})
+    lab.run()
+    assert "You are AN expert" in path.read_text() and "You are AN expert" in (lab.out / "combined_sft.jsonl").read_text()
+    path.unlink()
+    pipeline.rebuild_dataset(lab.workspace(), DatasetStore(lab.out), source_commit=GitRepo(lab.path).head_commit() or "")
+    assert "You are AN expert" not in path.read_text()
+
+
 @pytest.mark.parametrize("since", ["no-such-branch", "0123456789abcdef0123456789abcdef01234567"])
 def test_unknown_revision_is_a_one_line_error_writing_nothing(lab: Lab, since: str) -> None:
     lab.commit({"library/books.py": BOOKS_BODY_EDIT})

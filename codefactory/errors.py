@@ -30,11 +30,16 @@ class BackendError(CodefactoryError):
 
 
 class GenerationError(Exception):
-    """One request failed for good (after retries and one re-ask); the run records it and goes on."""
+    """One request failed for good (after retries and one re-ask); the run records it and goes on.
 
-    def __init__(self, reason: str) -> None:
+    `retryable` marks a bad reply (a body that is not JSON, no choices, cut off at the token limit): the
+    transport worked, so the backend did not retry it, but asking once more may well succeed.
+    """
+
+    def __init__(self, reason: str, *, retryable: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.retryable = retryable
 
 
 class LockedError(CodefactoryError):

@@ -1,7 +1,8 @@
 """Runs generation requests: cache first, then the LLM with bounded concurrency.
 
 Every reply is parsed and validated against the request's JSON schema; an invalid reply is
-re-asked once with the validation error, then recorded as a failure while the run goes on.
+re-asked once with the validation error, a bad one (not JSON, no choices, cut off) asked once
+more, then recorded as a failure while the run goes on.
 A reply is stored in the cache before its callback runs, so a crash never loses paid work, and it is
 redacted first: a secret a model emits reaches neither the cache nor the dataset.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -56,6 +58,9 @@ class GenerationStats:
 
 
 ReplyHandler = Callable[[Request, Reply], None]
+# Before asking again after a bad reply (not JSON, no choices, cut off); transport faults (429, 5xx,
+# timeouts, resets) have the backend's own retries with backoff.
+BAD_REPLY_BACKOFF = 0.5
 
 
 def generate(
@@ -136,7 +141,15 @@ def _ask(llm: LLM, cache: ReplyCache, request: Request) -> Reply:
     messages = list(request.messages)
     usage = Usage()
     for attempt in (1, 2):
-        completion = llm.complete(messages, request.schema, request.params)
+        try:
+            completion = llm.complete(messages, request.schema, request.params)
+        except GenerationError as exc:
+            if not exc.retryable:
+                raise
+            if attempt == 2:
+                raise GenerationError(f"{exc.reason}, also when asked again") from None
+            time.sleep(BAD_REPLY_BACKOFF)  # a proxy's error page or a hiccup: the same request, once more
+            continue
         usage = Usage(
             usage.prompt_tokens + completion.usage.prompt_tokens,
             usage.completion_tokens + completion.usage.completion_tokens,

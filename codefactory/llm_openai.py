@@ -164,7 +164,7 @@ class OpenAIBackend:
             )
         except json.JSONDecodeError:
             # A body labelled JSON that isn't: the SDK does not retry it, and neither do we.
-            raise GenerationError("malformed response (body is not JSON)") from None
+            raise GenerationError("malformed response (body is not JSON)", retryable=True) from None
 
     def _probe(self, messages: list[dict[str, str]], schema: dict[str, Any], params: GenerationParams) -> Any:
         """Send the request in the strongest mode the server accepts and remember that mode.
@@ -219,19 +219,19 @@ class OpenAIBackend:
     def _finish(self, response: Any) -> Completion:
         if not hasattr(response, "choices"):
             # The SDK hands back the raw text when the body is not a JSON chat completion.
-            raise GenerationError("malformed response (not a chat completion)")
+            raise GenerationError("malformed response (not a chat completion)", retryable=True)
         choices = response.choices
         if not choices:
-            raise GenerationError("empty choices")
+            raise GenerationError("empty choices", retryable=True)
         choice = choices[0]
         finish_reason = choice.finish_reason or "stop"
         if finish_reason == "length":
-            raise GenerationError("finish_reason=length (reply truncated)")
+            raise GenerationError("finish_reason=length (reply truncated)", retryable=True)
         if finish_reason == "content_filter":
             raise GenerationError("finish_reason=content_filter (reply withheld)")
         text = choice.message.content if choice.message is not None else None
         if not text:
-            raise GenerationError("empty reply")
+            raise GenerationError("empty reply", retryable=True)
         usage = response.usage
         return Completion(
             text=text,

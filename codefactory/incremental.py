@@ -191,6 +191,7 @@ def plan_update(ws: Workspace, store: DatasetStore, since: str | None, until: st
         snapshot = Snapshot(ScanResult(until, files, []), chunks, _EMPTY_SKELETON)
         plan = Plan(since, until, snapshot, old_paths | new_paths | pending_paths, chunks)
         old_shas = {c.sha256 for c in _chunk(ws, _scan(ws, since, old_paths).files)} if old_paths else set()
+        old_shas |= {c.sha256 for c in chunks if c.path not in new_paths}  # rescanned for pending work only
     live = store.live()
     _plan_scene1(plan, store, live, index, old_shas, pending)
     _plan_scene2(ws, plan, store, live, tree, renames, pending)

@@ -590,6 +590,21 @@ def test_deferred_work_survives_a_later_commit_to_the_same_file(lab: Lab) -> Non
     assert {c.sha256 for c in chunk_file(SourceFile("library/reports.py", "python", final, ""))} <= covered
 
 
+def test_work_deferred_by_a_limited_build_is_picked_up_and_nothing_more(tmp_path: Path,
+                                                                          scripted_server: ScriptedServer) -> None:
+    lab = Lab(tmp_path / "library", scripted_server, **{"scene2.count": 0})
+    report = lab.run(max_requests=1, **{"scene1.limit": 4})  # no manifest: a build of the 4 best chunks
+    assert report.command == "build" and len(scripted_server.chat_requests) == 1 and report.stats.deferred == 3
+    owed = {e["id"] for e in json.loads((lab.out / "pending.json").read_text())["scene1"]}
+    chunks = json.loads((lab.out / "chunks.json").read_text())
+    left_out = {c["id"] for c in chunks if c["path"] in {i.split("::")[0] for i in owed}} - owed
+    covered = {r["source"]["chunk_id"] for r in lab.live("scene1").values()}
+    assert len(owed) == 3 and left_out - covered, "a file with owed work also holds chunks the limit left out"
+    lab.run()  # nothing committed since: the deferred chunks, not the ones the limit left out
+    assert len(scripted_server.chat_requests) == 4 and not (lab.out / "pending.json").exists()
+    assert {r["source"]["chunk_id"] for r in lab.live("scene1").values()} == covered | owed
+
+
 def test_dry_run_writes_the_plan_and_nothing_else(lab: Lab) -> None:
     lab.commit({"library/books.py": BOOKS_SIGNATURE_EDIT})
     state = lab.out_state()

@@ -75,7 +75,7 @@ class ReplyCache:
         except _UNREADABLE as exc:
             log.warning("cache read failed for %s: %s", key[:12], exc)
             return None
-        if not isinstance(entry, dict) or entry.get("format") != FORMAT:
+        if not isinstance(entry, dict) or entry.get("format") != FORMAT or not isinstance(entry.get("reply"), dict):
             return None
         return entry["reply"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import traceback
@@ -72,10 +73,14 @@ def scan(state: State) -> None:
     result = pipeline.scan(ws.repo, ws.config["rev"], include=ws.config["scan.include"],
                            exclude=ws.config["scan.exclude"], max_file_bytes=ws.config["scan.max_file_bytes"])
     for file in result.files:
-        click.echo(f"{file.path}\t{file.language}")
+        click.echo(f"{_shown(file.path)}\t{file.language}")
     if state.verbosity > 0:
         for skipped in result.skipped:
-            click.echo(f"skipped {skipped.path}: {skipped.reason}", err=True)
+            click.echo(f"skipped {_shown(skipped.path)}: {skipped.reason}", err=True)
+        for file in result.files:
+            if file.secrets:
+                kinds = ", ".join(f"{kind} {n}" for kind, n in file.secrets)
+                click.echo(f"redacted {_shown(file.path)}: {kinds}", err=True)
     click.echo(f"{len(result.files)} files selected, {len(result.skipped)} skipped at {result.commit[:10]}", err=True)
 
 
@@ -198,6 +203,11 @@ def install_hook(state: State, uninstall: bool, strict: bool) -> None:
     repo = GitRepo(state.repo_path)
     message = remove(repo.git_dir) if uninstall else install(repo.git_dir, strict=strict)
     click.echo(message)
+
+
+def _shown(path: str) -> str:
+    """A path as one line of output: quoted, JSON-style, when it holds a newline or another control character."""
+    return json.dumps(path, ensure_ascii=False) if any(ord(c) < 32 for c in path) else path
 
 
 def _finish(report: pipeline.RunReport, state: State) -> None:

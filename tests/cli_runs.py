@@ -70,8 +70,9 @@ def cli_env(**settings: str | float | int) -> dict[str, str]:
 
 
 def codefactory(repo: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 180,
-                ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "codefactory", "--repo", str(repo), "-q", *args],
+                quiet: bool = True) -> subprocess.CompletedProcess[str]:
+    """`python -m codefactory --repo REPO [-q] ARGS`; -q (no progress bars) unless `quiet` is false."""
+    return subprocess.run([sys.executable, "-m", "codefactory", "--repo", str(repo), *(["-q"] if quiet else []), *args],
                           capture_output=True, text=True, cwd=ROOT, env=env or cli_env(), timeout=timeout)
 
 

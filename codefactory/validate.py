@@ -38,7 +38,7 @@ _PLACEHOLDER_INSIDE = (
     re.compile(r"\bN/A\b"),
     re.compile(r"[\[<{]\s*(?:insert|your|add|fill in)\b[^\]>}]{0,40}[\]>}]", re.IGNORECASE),
     re.compile(r"\byour (?:answer|question|reasoning|text) here\b", re.IGNORECASE),
-    re.compile(r"(?:^|\s)(?:\.\.\.|…)(?:\s|$)"),  # a free-standing ellipsis: "Step 1: ... Step 2: ..."
+    re.compile(r"(?:^|\s)(?:\.\.\.|…)(?:[^\w`]|$)"),  # a free-standing ellipsis: "Step 1: ... Step 2: ..."
 )
 _REFUSAL = re.compile(
     r"\bas an ai\b|\bas a(?:n ai)? language model\b|\bI (?:cannot|can't|can not|am unable|'m unable|am not able)\b"
@@ -52,6 +52,7 @@ _STEP_SPLIT = re.compile(
     r"(?<=[.!?;:])\s+|\n+|\s+(?:->|→|=>)\s+|,\s+(?:and\s+)?(?:then|so|therefore|thus|hence|which means)\b",
     re.IGNORECASE,
 )
+_PROSE_WORD = re.compile(r"[^\W\d_]{2,}[\w'’-]*")
 _CODE_LINE_MIN = 20  # a copied code line this long in a question is a restatement, not a question
 _FENCE = re.compile(r"```([A-Za-z0-9_+#.-]*)")
 
@@ -130,7 +131,7 @@ def _check_empty(fields: list[tuple[str, str]]) -> Failure | None:
 def _check_length(fields: list[tuple[str, str]]) -> Failure | None:
     for name, text in fields:
         low, high = _BOUNDS.get(name.split("[")[0], _ITEM_BOUNDS)
-        words = len(words_in(text))
+        words = len(_PROSE_WORD.findall(text))  # numbers and punctuation runs are not words
         if words < low:
             return "too_short", f"{name} has {words} words (< {low})"
         if len(text) > high:

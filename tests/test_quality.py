@@ -130,6 +130,8 @@ def test_check_helpers() -> None:
     assert reasoning_steps("It does it.") == 1 and reasoning_steps("Done. Yes.") == 0
     assert check_placeholder("the TODO comment explains it", code="# TODO: remove") is None
     assert check_placeholder("N/A")[0] == "placeholder" and check_placeholder("Step 1: ... then done")
+    assert check_placeholder("...*, 1, 2023-08-27T09:45:26.133Z,")  # what a tiny model echoed from a schema
+    assert check_placeholder("spreads `...` and ...args into the call") is None
     assert check_restates_code("What does `x = compute_total(items)` do?", "    x = compute_total(items)\n")
     assert check_restates_code("Why does compute_total skip empty items?", "    x = compute_total(items)\n") is None
     assert identifiers_in("Call `Order.total()` then refund_all, see OrderService") >= {"Order", "total", "refund_all",

@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from codefactory import __version__
 from codefactory.dedup import Candidate, deduplicate
 from codefactory.errors import ConfigError
 from codefactory.fileio import atomic_write_json
@@ -51,6 +52,10 @@ class QualitySettings:
         return cls(enabled=config["quality.enabled"], flagged=config["quality.flagged"],
                    min_trace_steps=config["quality.min_trace_steps"], near_duplicate_threshold=threshold,
                    judge_threshold=config["judge.threshold"])
+
+    def policy(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "flagged": self.flagged, "min_trace_steps": self.min_trace_steps,
+                "near_duplicate_threshold": self.near_duplicate_threshold, "judge_threshold": self.judge_threshold}
 
 
 @dataclass
@@ -116,9 +121,7 @@ class Assessment:
 
     def to_dict(self) -> dict[str, Any]:
         s = self.settings
-        policy = {"enabled": s.enabled, "flagged": s.flagged, "min_trace_steps": s.min_trace_steps,
-                  "near_duplicate_threshold": s.near_duplicate_threshold, "judge_threshold": s.judge_threshold}
-        return {"policy": policy, "counts": self.counts(),
+        return {"tool": __version__, "policy": self.settings.policy(), "counts": self.counts(),
                 "samples": {i: v.to_dict() for i, v in self.verdicts.items()}}
 
 
@@ -224,12 +227,15 @@ def assess_dataset(ws: "Workspace", store: DatasetStore, commit: str) -> Assessm
 
 
 def current_assessment(ws: "Workspace", store: DatasetStore, samples: Sequence[Sample]) -> Assessment:
-    """The verdicts of the last rebuild (quality.json) when they cover `samples`, else assessed afresh at
-    the manifest's source commit (nothing is written: readers such as export never change the dataset)."""
+    """The verdicts of the last rebuild (quality.json) when they cover `samples` under the current rules and
+    settings, else assessed afresh at the manifest's source commit (nothing is written: readers such as
+    export never change the dataset)."""
     settings = QualitySettings.from_config(ws.config)
     recorded = read_quality(store.out) or {}
     verdicts = recorded.get("samples")
-    if isinstance(verdicts, dict) and all(s.id in verdicts for s in samples):
+    # Recorded verdicts hold only for the same rules (tool version) and the same settings as now.
+    same_rules = recorded.get("tool") == __version__ and recorded.get("policy") == settings.policy()
+    if same_rules and isinstance(verdicts, dict) and all(s.id in verdicts for s in samples):
         return Assessment({s.id: _verdict_from(s.id, verdicts[s.id]) for s in samples}, settings)
     commit = (store.manifest() or {}).get("source_commit")
     index = repo_index(ws, commit) if settings.enabled and samples and commit else RepoIndex()

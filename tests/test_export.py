@@ -106,6 +106,14 @@ def test_think_style_and_context_follow_the_sft_settings(billing: Path, scripted
     assert "```python" in qa["input"] and "<think>" not in qa["output"] and "```" not in qa["instruction"]
 
 
+def test_export_applies_the_current_quality_settings(billing: Path, scripted_server: ScriptedServer) -> None:
+    strict = export_dataset(workspace(billing, scripted_server), "openai")
+    lenient = export_dataset(workspace(billing, scripted_server, **{"quality.flagged": "keep"}), "openai")
+    assert lenient.counts["train"] > strict.counts["train"] and lenient.left_out < strict.left_out
+    everything = export_dataset(workspace(billing, scripted_server, **{"quality.enabled": False}), "openai")
+    assert everything.left_out == 0
+
+
 def test_split_by_file_groups_proposals_with_all_their_modules(billing: Path, scripted_server: ScriptedServer) -> None:
     from codefactory.export import exportable, split_by_file
     from codefactory.store import DatasetStore

@@ -141,7 +141,8 @@ def render_for_judge(sample: Sample, index: RepoIndex) -> tuple[str, str]:
     for module in sample.source.get("modules", []):
         names = sorted({d.qualified for defs in index.definitions.values() for d in defs if d.path == module})
         lines.append(f"- {module}: {', '.join(names) or '(no symbols)'}")
-    proposal = content.get("proposal") if isinstance(content.get("proposal"), dict) else {}
+    raw = content.get("proposal")
+    proposal: dict[str, Any] = raw if isinstance(raw, dict) else {}
     text = (f"Requirement: {content.get('requirement', '')}\n\nThinking trace: {content.get('thinking_trace', '')}\n\n"
             f"Proposal:\n{render_proposal(proposal) if proposal.get('summary') else proposal}")
     return "\n".join(lines), text

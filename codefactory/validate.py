@@ -83,7 +83,8 @@ def text_fields(sample: Sample) -> Iterator[tuple[str, str]]:
         return
     yield "requirement", _text(content.get("requirement"))
     yield "thinking_trace", _text(content.get("thinking_trace"))
-    proposal = content.get("proposal") if isinstance(content.get("proposal"), dict) else {}
+    raw = content.get("proposal")
+    proposal: dict[str, Any] = raw if isinstance(raw, dict) else {}
     yield "summary", _text(proposal.get("summary"))
     for key in ("api_changes", "domain_model", "data_storage", "workflow", "risks"):
         items = proposal.get(key)

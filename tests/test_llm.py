@@ -348,3 +348,13 @@ def test_openai_backend_falls_back_against_llama_cpp_server(llama_server: str) -
     assert isinstance(llm, OpenAIBackend) and llm.response_mode == "json_object_schema"
     jsonschema.validate(json.loads(completion.text), TINY_SCHEMA)
     assert bundled_model_path() is not None and llm.model.endswith(".gguf")
+
+
+def test_without_runtime_or_endpoint_the_message_names_both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `backend: auto` is resolved to "local" by the pipeline before opening; the message must still
+    # offer the endpoint, as SPEC §2 asks.
+    monkeypatch.setattr("codefactory.llm.llama_cpp_available", lambda: False)
+    for backend in ("auto", "local"):
+        with pytest.raises(BackendError) as caught:
+            open_llm(LLMSettings(backend=backend))
+        assert str(caught.value) == NO_BACKEND_MESSAGE

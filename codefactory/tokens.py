@@ -7,11 +7,12 @@ provider-neutral estimate used for chunk bounds, skeleton budgets and dry-run pl
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Iterator
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
-
-import bpe_openai
 
 # bpe-openai refuses inputs over 1M characters; longer text is counted in pieces cut at newlines.
 _PIECE = 200_000
@@ -26,18 +27,38 @@ def _tokenizer() -> Any:
     (bench/README.md). The Encoding wrapper would also build Python rank tables first (~0.2 s).
     """
     try:
-        from bpe_openai import _bindings
-
-        tokenizer = _bindings.tokenizer_for_encoding("o200k_base")
+        tokenizer = _bindings().tokenizer_for_encoding("o200k_base")
         if hasattr(tokenizer, "count") and hasattr(tokenizer, "count_till_limit"):
             return tokenizer
-    except (ImportError, AttributeError):
+    except (ImportError, AttributeError, OSError, StopIteration):
         pass
     return None  # another bpe-openai layout: fall back to the public Encoding
 
 
+def _bindings() -> Any:
+    """bpe-openai's extension module, loaded from its file without running the package's __init__: that
+    decodes three whole vocabularies into Python dicts (~0.8 s at every CLI start) that counting never uses."""
+    loaded = sys.modules.get("bpe_openai._bindings")
+    if loaded is not None:
+        return loaded
+    package = importlib.util.find_spec("bpe_openai")
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("bpe_openai is not installed")
+    binary = next(p for d in package.submodule_search_locations for p in sorted(Path(d).glob("_bindings.*"))
+                  if p.suffix in (".so", ".pyd"))
+    spec = importlib.util.spec_from_file_location("bpe_openai._bindings", binary)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {binary}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules["bpe_openai._bindings"] = module  # a later `import bpe_openai` reuses it
+    return module
+
+
 @lru_cache(maxsize=1)
-def _encoding() -> bpe_openai.Encoding:
+def _encoding() -> Any:
+    import bpe_openai  # the public API, only when the extension could not be used directly
+
     return bpe_openai.get_encoding("o200k_base")
 
 

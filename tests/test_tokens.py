@@ -24,3 +24,14 @@ def test_count_upto_is_exact_within_the_limit_and_none_beyond() -> None:
     long = "total = price * quantity  # per line\n" * 60_000  # counted in pieces, like count_tokens
     assert count_tokens_upto(long, 10**7) == count_tokens(long)
     assert count_tokens_upto(long, 1000) is None
+
+
+def test_the_public_encoding_fallback_counts_the_same(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from codefactory import tokens
+
+    text = "class Order:\n    def total(self) -> float:\n        return sum(self.items)\n" * 20
+    expected = tokens.count_tokens(text)
+    monkeypatch.setattr(tokens, "_tokenizer", lambda: None)  # as with a bpe-openai of another layout
+    assert tokens.count_tokens(text) == expected
+    assert tokens.count_tokens_upto(text, expected) == expected
+    assert tokens.count_tokens_upto(text, expected - 1) is None

@@ -12,7 +12,6 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from datasketch import MinHash, MinHashLSH
 
 NUM_PERM = 128
 SHINGLE_WORDS = 3
@@ -51,6 +50,9 @@ def deduplicate(candidates: Sequence[Candidate], threshold: float) -> dict[str, 
     `duplicate`: the same normalised text. `near_duplicate`: word-shingle Jaccard similarity at or
     above `threshold` (LSH finds the candidates, the exact Jaccard decides).
     """
+    # datasketch pulls in scipy (~0.5 s): imported only when there is something to compare.
+    from datasketch import MinHash, MinHashLSH
+
     dropped: dict[str, tuple[str, str]] = {}
     exact: dict[tuple[str, str], str] = {}
     indexes: dict[str, MinHashLSH] = {}

@@ -8,9 +8,9 @@ import re
 import signal
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 # Test hook for the crash tests (tests/test_reliability.py): `CODEFACTORY_TEST_KILL_AT=<point>[#n]` SIGKILLs
 # the process the n-th time (default 1st) it reaches <point>, which is `before-replace:<file name>` (a whole
@@ -28,11 +28,15 @@ def dumps_line(record: Any) -> str:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temp file in the same directory, fsync, then rename over the target."""
+    _atomic_write(path, lambda handle: handle.write(text))
+
+
+def _atomic_write(path: Path, write: Callable[[TextIO], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         if _kill_point(f"before-replace:{path.name}"):
@@ -44,7 +48,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+    # Streamed, not built as one string: a single character beyond U+FFFF makes Python store a whole
+    # str at 4 bytes a character, and chunks.json of Go's standard library then took 535 MB at once.
+    _atomic_write(path, lambda handle: (json.dump(data, handle, ensure_ascii=False, indent=2), handle.write("\n")))
 
 
 def atomic_write_jsonl(path: Path, records: Iterable[Any]) -> None:

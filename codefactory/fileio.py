@@ -57,8 +57,12 @@ def atomic_write_jsonl(path: Path, records: Iterable[Any]) -> None:
     atomic_write_text(path, "".join(dumps_line(r) for r in records))
 
 
-def append_jsonl(path: Path, records: Iterable[Any]) -> None:
-    """Append whole lines and fsync; a torn final line from an earlier crash is cut off first."""
+def append_jsonl(path: Path, records: Iterable[Any], *, sync: bool = True) -> None:
+    """Append whole lines; a torn final line from an earlier crash is cut off first.
+
+    Written lines survive the process being killed either way; `sync` also waits until they are on
+    disk (power loss), which callers appending many small batches do once at the end (`fsync_file`).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     _repair_tail(path)
     data = "".join(dumps_line(r) for r in records)
@@ -71,7 +75,15 @@ def append_jsonl(path: Path, records: Iterable[Any]) -> None:
             _die()
         handle.write(data)
         handle.flush()
-        os.fsync(handle.fileno())
+        if sync:
+            os.fsync(handle.fileno())
+
+
+def fsync_file(path: Path) -> None:
+    """Wait until what was written to `path` is on disk."""
+    if path.exists():
+        with open(path, "rb+") as handle:
+            os.fsync(handle.fileno())
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:

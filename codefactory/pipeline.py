@@ -238,7 +238,9 @@ def run_generation(
             for sample in new:  # again, whatever the reply's age: nothing secret-shaped enters the dataset
                 sample.content, found = redact_all(sample.content)
                 report.secrets_redacted.update(found)
-            store.append_raw(new)  # durable at once: a crash later loses nothing finished
+            # Written at once, so a killed run loses nothing finished; one fsync for all of them below
+            # (an fsync per reply was a third of the generation time at zero latency).
+            store.append_raw(new, sync=False)
             produced.extend(new)
 
         if llm is None and any(r.key not in cache for r in requests):
@@ -252,6 +254,7 @@ def run_generation(
             if llm is not None:
                 llm.close()
 
+        store.sync_raw()
         order = {r.key: i for i, r in enumerate(requests)}  # not arrival order: the same dataset however it ran
         produced.sort(key=lambda s: order[s.generation["cache_key"]])
         version = store.commit_version(from_commit=from_commit, to_commit=snapshot.commit,

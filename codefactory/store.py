@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from codefactory.fileio import append_jsonl, atomic_write_json, atomic_write_text, dumps_line, read_jsonl
+from codefactory.fileio import append_jsonl, atomic_write_json, atomic_write_text, dumps_line, fsync_file, read_jsonl
 from codefactory.models import DatasetVersion, Sample
 
 SCENES = ("scene1", "scene2")
@@ -73,14 +73,21 @@ class DatasetStore:
 
     # -- raw logs -------------------------------------------------------------------------
 
-    def append_raw(self, samples: Sequence[Sample]) -> None:
-        """Log newly generated samples; a sample id already logged is never written twice."""
+    def append_raw(self, samples: Sequence[Sample], *, sync: bool = True) -> None:
+        """Log newly generated samples; a sample id already logged is never written twice.
+
+        With `sync=False` the lines are written but not yet fsynced: call `sync_raw()` before a version
+        refers to them. (Their replies are already durable in the cache, so nothing paid for is at risk.)"""
         for scene in SCENES:
             known = self._known_ids(scene)
             fresh = [s for s in samples if s.scene == scene and s.id not in known]
             if fresh:
-                append_jsonl(self.raw_path(scene), (s.to_record() for s in fresh))
+                append_jsonl(self.raw_path(scene), (s.to_record() for s in fresh), sync=sync)
                 known.update(s.id for s in fresh)
+
+    def sync_raw(self) -> None:
+        for scene in SCENES:
+            fsync_file(self.raw_path(scene))
 
     def read_raw(
         self, scene: str, *, ids: Collection[str] | None = None, containing: Collection[str] | None = None

@@ -11,7 +11,7 @@ from codefactory.cache import cache_key
 from codefactory.generate import Reply, Request
 from codefactory.llm import GenerationParams
 from codefactory.models import Chunk, Sample
-from codefactory.prompts import load_prompt
+from codefactory.prompts import code_fence, load_prompt
 
 SCENE = "scene1"
 
@@ -78,7 +78,8 @@ def plan_scene1(
         key = cache_key(scene=SCENE, prompt_version=prompt.version, model=model, params=params.as_dict(),
                         input={"language": chunk.language, "code": code, "count": qa_count})
         messages = prompt.messages(repo=repo_name, path=chunk.path, language=chunk.language,
-                                   symbol=chunk.symbol or "(module level)", code=code, count=qa_count)
+                                   symbol=chunk.symbol or "(module level)", code=code, fence=code_fence(code),
+                                   count=qa_count)
         jobs.append(Scene1Job(chunk, code, Request(key=key, scene=SCENE, label=chunk.id, messages=messages, schema=schema, params=params)))
     return jobs
 

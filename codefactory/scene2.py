@@ -17,7 +17,7 @@ from codefactory.cache import cache_key
 from codefactory.generate import Reply, Request
 from codefactory.llm import GenerationParams
 from codefactory.models import Chunk, Sample
-from codefactory.prompts import load_prompt
+from codefactory.prompts import code_fence, load_prompt
 from codefactory.scene1 import sample_id
 from codefactory.skeleton import Skeleton
 
@@ -194,4 +194,5 @@ def _snippet(chunk: Chunk, code: str) -> str:
     if len(lines) > SNIPPET_LINES:
         lines = lines[:SNIPPET_LINES] + ["    ..."]
     body = "\n".join(lines)
-    return f"{chunk.path} lines {chunk.start_line}-{chunk.end_line} ({chunk.symbol or 'module'}):\n```{chunk.language}\n{body}\n```"
+    fence = code_fence(body)
+    return f"{chunk.path} lines {chunk.start_line}-{chunk.end_line} ({chunk.symbol or 'module'}):\n{fence}{chunk.language}\n{body}\n{fence}"

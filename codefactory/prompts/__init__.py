@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -28,6 +29,16 @@ class Prompt:
             {"role": "system", "content": self.system},
             {"role": "user", "content": self.user.substitute({k: str(v) for k, v in fields.items()})},
         ]
+
+
+_BACKTICKS = re.compile(r"`{3,}")
+
+
+def code_fence(code: str) -> str:
+    """A Markdown fence longer than any backtick run inside `code`, so the code cannot close its block
+    early and have what follows read as instructions outside it."""
+    longest = max((len(m.group()) for m in _BACKTICKS.finditer(code)), default=2)
+    return "`" * max(3, longest + 1)
 
 
 @lru_cache(maxsize=None)

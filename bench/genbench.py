@@ -145,6 +145,7 @@ def measure_prompt_tokens(corpus: Corpus, scratch: Path, *, sample: int) -> tupl
               f"{per:.0f} tokens", f"naive (whole file + skeleton) {per_naive:.0f}", f"{per_naive / per:.1f}× fewer",
               "≥ 2× fewer, shared part first", per_naive / per >= 2 and shared_first,
               notes=[f"every request starts with the same {system_tokens}-token system turn "
-                     f"({detail['shared_prefix_share']:.0%} of an average prompt), so provider prefix caching applies"
-                     if shared_first else "requests do NOT share their first turn"])
+                     f"({detail['shared_prefix_share']:.0%} of an average prompt): prefix caches that work at any "
+                     "length (vLLM, llama.cpp, DeepSeek) reuse it; OpenAI's starts at 1024-token prefixes, "
+                     "longer than a whole Scene-1 prompt" if shared_first else "requests do NOT share their first turn"])
     return row, detail

@@ -142,11 +142,15 @@ def embedded_model_row() -> Row:
                       "not re-measured here"])
 
 
-def record(table: str, details: dict, quick: bool, elapsed: float) -> None:
+def record(steps: dict[str, dict], quick: bool) -> None:
     """Replace this suite's section of bench/README.md, leaving every other section as it is."""
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    body = (f"{BEGIN}\n### Results: {stamp}{' (--quick)' if quick else ''}\n\nMachine: {machine()}. "
-            f"Suite time {elapsed:.0f} s.\n\n{table}\n\n<details><summary>Details (JSON)</summary>\n\n```json\n"
+    rows = [Row(**r) for name in MEASUREMENTS if name in steps for r in steps[name]["rows"]]
+    dates = sorted({steps[n]["measured"] for n in steps})
+    machines = sorted({steps[n]["machine"] for n in steps})
+    when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]} (steps measured separately: see details)"
+    details = {n: {k: v for k, v in steps[n].items() if k != "rows"} for n in MEASUREMENTS if n in steps}
+    body = (f"{BEGIN}\n### Results{' (--quick)' if quick else ''}: {when}\n\nMachine: {'; '.join(machines)}.\n\n"
+            f"{render_table(rows)}\n\n<details><summary>Details (JSON)</summary>\n\n```json\n"
             f"{json.dumps(details, indent=1, default=str)}\n```\n</details>\n{END}")
     text = README.read_text(encoding="utf-8") if README.exists() else "# Benchmarks\n"
     if BEGIN in text and END in text:
@@ -154,6 +158,15 @@ def record(table: str, details: dict, quick: bool, elapsed: float) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + body + "\n"
     README.write_text(text, encoding="utf-8")
+
+
+def merged_steps(path: Path, fresh: dict[str, dict]) -> dict[str, dict]:
+    """The steps of an earlier run of the same mode, with this run's steps replacing theirs (--only)."""
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8")).get("steps", {})
+    except (OSError, ValueError):
+        earlier = {}
+    return {**{k: v for k, v in earlier.items() if k in MEASUREMENTS}, **fresh}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,12 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     print(f"codefactory benchmarks{' (--quick)' if args.quick else ''} on {machine()}", flush=True)
     steps = plan(args.quick)
-    rows: list[Row] = []
-    details: dict[str, list[dict]] = {}
+    done: dict[str, dict] = {}
     errors = 0
     with tempfile.TemporaryDirectory(prefix="codefactory-bench-") as tmp:
         for name in wanted:
             step_started = time.perf_counter()
+            stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
             try:
                 results = steps[name](Path(tmp))
             except SkipMeasurement as exc:
@@ -184,19 +197,20 @@ def main(argv: list[str] | None = None) -> int:
                 errors += 1
                 traceback.print_exc()
                 results = [(Row(name, "ERROR", notes=["see the traceback above"]), {})]
-            for row, detail in results:
-                rows.append(row)
-                details.setdefault(name, []).append(detail)
-            print(f"  {name}: {time.perf_counter() - step_started:.1f} s", flush=True)
+            seconds = time.perf_counter() - step_started
+            done[name] = {"rows": [r.__dict__ for r, _ in results], "details": [d for _, d in results],
+                          "measured": stamp, "machine": machine(), "seconds": round(seconds, 1)}
+            print(f"  {name}: {seconds:.1f} s", flush=True)
     elapsed = time.perf_counter() - started
-    table = render_table(rows)
+    rows = [Row(**r) for name in wanted for r in done[name]["rows"]]
     print()
-    print(table)
+    print(render_table(rows))
     print(f"\n{len(rows)} figures in {elapsed:.0f} s")
-    dump(RESULTS / f"{'quick' if args.quick else 'full'}.json", {"machine": machine(), "rows": [r.__dict__ for r in rows],
-                                                                  "details": details})
+    results_file = RESULTS / f"{'quick' if args.quick else 'full'}.json"
+    merged = merged_steps(results_file, done)
+    dump(results_file, {"steps": merged})
     if args.record:
-        record(table, details, args.quick, elapsed)
+        record(merged, args.quick)
     # A figure that misses its goal is a finding, not a crash: only a broken measurement fails the run.
     return 1 if errors else 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import keyword
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -99,6 +99,21 @@ class Definition:
     path: str
 
 
+@dataclass(frozen=True)
+class FileEntry:
+    """One file's share of the index: its identifiers, the code-shaped ones, its definitions in source order."""
+
+    tokens: frozenset[str]
+    names: frozenset[str]  # code-shaped tokens (the path's stem and definitions are added by the index)
+    definitions: tuple[tuple[str, str], ...] = ()  # (qualified name, kind)
+
+
+def file_entry(file: SourceFile, definitions: Iterable[tuple[str, str]] = ()) -> FileEntry:
+    found = frozenset(_IDENT.findall(file.text))
+    # snake_case and camelCase names are code wherever they appear; plain words may be prose
+    return FileEntry(found, frozenset(t for t in found if code_shaped(t)), tuple(definitions))
+
+
 @dataclass
 class RepoIndex:
     """Every name in the repository's processed files, and where each symbol is defined."""
@@ -110,24 +125,34 @@ class RepoIndex:
 
     @classmethod
     def build(cls, files: Iterable[SourceFile], definitions: Iterable[Definition]) -> "RepoIndex":
+        definitions = list(definitions)
+        by_path: dict[str, list[tuple[str, str]]] = {}
+        for definition in definitions:
+            by_path.setdefault(definition.path, []).append((definition.qualified, definition.kind))
+        entries = {f.path: file_entry(f, by_path.pop(f.path, ())) for f in files}
+        return cls.from_entries(entries, [d for d in definitions if d.path in by_path])  # of no scanned file
+
+    @classmethod
+    def from_entries(cls, entries: Mapping[str, "FileEntry"], extra: Iterable[Definition] = ()) -> "RepoIndex":
+        """The index of the files whose entries these are: the same as `build` over those files, so an index
+        can be kept per file and patched for the files a commit changed (quality_cache.py)."""
         tokens: set[str] = set()
         names: dict[str, set[str]] = {}
-        paths: set[str] = set()
-        for file in files:
-            paths.add(file.path)
-            found = set(_IDENT.findall(file.text))
-            tokens.update(found)
-            tokens.update(_IDENT.findall(file.path))
-            # snake_case and camelCase names are code wherever they appear; plain words may be prose
-            names[file.path] = {PurePosixPath(file.path).stem} | {t for t in found if code_shaped(t)}
+        definitions: list[Definition] = []
+        for path in sorted(entries):  # path order: the skeleton's, which decides `defined`'s first match
+            entry = entries[path]
+            tokens.update(entry.tokens)
+            tokens.update(_IDENT.findall(path))
+            names[path] = {PurePosixPath(path).stem, *entry.names}
+            definitions.extend(Definition(q, k, path) for q, k in entry.definitions)
         by_name: dict[str, list[Definition]] = {}
-        for definition in definitions:
+        for definition in [*definitions, *extra]:
             by_name.setdefault(definition.qualified, []).append(definition)
             simple = definition.qualified.rsplit(".", 1)[-1]
             names.setdefault(definition.path, set()).add(simple)
             if simple != definition.qualified:
                 by_name.setdefault(simple, []).append(definition)
-        return cls(frozenset(tokens), frozenset(paths), by_name, {p: frozenset(n) for p, n in names.items()})
+        return cls(frozenset(tokens), frozenset(entries), by_name, {p: frozenset(n) for p, n in names.items()})
 
     def module_names(self, modules: Iterable[str]) -> set[str]:
         """What citing a module looks like: its path, stem, symbols and code-shaped names."""

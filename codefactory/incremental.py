@@ -188,8 +188,9 @@ def plan_update(ws: Workspace, store: DatasetStore, since: str | None, until: st
         tree = _Tree(ws, until, None)
         files = tree.get(new_paths | pending_paths)
         chunks = _chunk(ws, files)
-        snapshot = Snapshot(ScanResult(until, files, []), chunks, _EMPTY_SKELETON)
-        plan = Plan(since, until, snapshot, old_paths | new_paths | pending_paths, chunks)
+        rescanned = old_paths | new_paths | pending_paths
+        snapshot = Snapshot(ScanResult(until, files, []), chunks, _EMPTY_SKELETON, rescanned=frozenset(rescanned))
+        plan = Plan(since, until, snapshot, rescanned, chunks)
         old_shas = {c.sha256 for c in _chunk(ws, _scan(ws, since, old_paths).files)} if old_paths else set()
         old_shas |= {c.sha256 for c in chunks if c.path not in new_paths}  # rescanned for pending work only
     live = store.live()
@@ -311,7 +312,8 @@ def _plan_scene2(ws: Workspace, plan: Plan, store: DatasetStore, live: LiveSet, 
                         files=[s for s in map(extract_symbols, anchor_files) if s.symbols],
                         centrality={}, token_count=0, omitted=[])
     extra = [c for c in _chunk(ws, anchor_files) if not plan.affected(c.path)]
-    plan.snapshot = Snapshot(plan.snapshot.scan, [*plan.snapshot.chunks, *extra], skeleton)
+    plan.snapshot = Snapshot(plan.snapshot.scan, [*plan.snapshot.chunks, *extra], skeleton,
+                             rescanned=plan.snapshot.rescanned)
 
 
 def _surface(named: Iterable[tuple[str, SourceFile]]) -> str:

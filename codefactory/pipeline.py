@@ -113,6 +113,9 @@ class Snapshot:
     scan: ScanResult
     chunks: list[Chunk]
     skeleton: Skeleton
+    # None: `scan` holds the whole tree. Else an incremental run rescanned only these paths (each in `scan`
+    # or gone); the others are as at its base commit. Quality assessment patches its index with them.
+    rescanned: frozenset[str] | None = None
 
     @property
     def commit(self) -> str:
@@ -269,7 +272,8 @@ def run_generation(
         if ws.config["judge.enabled"]:
             report.judge = judge_live(ws, store, snapshot.commit)
             report.stats.failures.extend(report.judge.failures)  # unjudged samples: the next run asks again
-        rebuild_dataset(ws, store, source_commit=snapshot.commit, model=model)
+        rebuild_dataset(ws, store, source_commit=snapshot.commit, model=model, snapshot=snapshot,
+                        base_commit=from_commit)
         report.quality = (read_quality(store.out) or {}).get("counts", {})
         report.outputs = [store.out / f for f in ("scene1_sft.jsonl", "scene2_sft.jsonl", "combined_sft.jsonl")]
         return report
@@ -321,14 +325,17 @@ def _slot(sample: Sample) -> tuple[str, str]:
     return ("scene2", sample.input.get("theme", "") + "|" + ",".join(sample.source["modules"]))
 
 
-def rebuild_dataset(ws: Workspace, store: DatasetStore, *, source_commit: str, model: str | None = None) -> dict[str, int]:
+def rebuild_dataset(ws: Workspace, store: DatasetStore, *, source_commit: str, model: str | None = None,
+                    snapshot: Snapshot | None = None, base_commit: str | None = None) -> dict[str, int]:
+    """Render the SFT files. `snapshot` (what this run scanned at `source_commit`, incremental from
+    `base_commit` when partial) spares quality assessment a scan of its own."""
     c = ws.config
     system_prompt = c["sft.system_prompt"].replace("{repo}", ws.repo.name)
     backend, configured = ws.backend_and_model
     model = model or configured or SERVER_DEFAULT_MODEL
 
     previous = read_quality(store.out)
-    assessment = assess_dataset(ws, store, source_commit)  # why each live sample is in or out: quality.json
+    assessment = assess_dataset(ws, store, source_commit, snapshot=snapshot, base=base_commit)  # why each live sample is in or out: quality.json
 
     def convert(sample: Sample, version: int) -> dict[str, Any] | None:
         return sft_record(sample, version, assessment, system_prompt=system_prompt,

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,17 +20,15 @@ from codefactory import __version__
 from codefactory.dedup import Candidate, deduplicate
 from codefactory.errors import ConfigError
 from codefactory.fileio import atomic_write_json
-from codefactory.gitrepo import GitRepo
-from codefactory.grounding import Definition, RepoIndex, identifiers_in, meaningful, scene1_flags, scene2_flags
+from codefactory.grounding import RepoIndex, identifiers_in, meaningful, scene1_flags, scene2_flags
 from codefactory.models import Sample
-from codefactory.scan import scan
+from codefactory.quality_cache import SignatureStore, repo_index_at
 from codefactory.sft import to_sft
-from codefactory.skeleton import build_skeleton
 from codefactory.store import SCENES, DatasetStore
 from codefactory.validate import text_fields, validate
 
 if TYPE_CHECKING:
-    from codefactory.pipeline import Workspace
+    from codefactory.pipeline import Snapshot, Workspace
 
 QUALITY_FILE = "quality.json"
 
@@ -141,7 +138,9 @@ def live_samples(store: DatasetStore) -> list[tuple[Sample, int]]:
     return result
 
 
-def assess(samples: Sequence[Sample], index: RepoIndex, settings: QualitySettings) -> Assessment:
+def assess(samples: Sequence[Sample], index: RepoIndex, settings: QualitySettings,
+           signatures: MutableMapping[str, tuple[str, Any]] | None = None) -> Assessment:
+    """Verdicts of `samples`; `signatures`: MinHash values kept between runs (see dedup.deduplicate)."""
     verdicts = {s.id: Verdict(s.id, s.scene) for s in samples}
     if not settings.enabled:
         return Assessment(verdicts, settings)
@@ -163,7 +162,7 @@ def assess(samples: Sequence[Sample], index: RepoIndex, settings: QualitySetting
     # Best first: better grounded, then better judged, then the older sample (stable across versions).
     survivors.sort(key=lambda s: (-verdicts[s.id].grounding, -(verdicts[s.id].judge or 0.0), order[s.id]))
     duplicates = deduplicate([Candidate(s.id, s.scene, dedup_text(s)) for s in survivors],
-                             settings.near_duplicate_threshold)
+                             settings.near_duplicate_threshold, signatures)
     for sample_id, (reason, detail) in duplicates.items():
         verdicts[sample_id].dropped, verdicts[sample_id].detail = reason, detail
     return Assessment(verdicts, settings)
@@ -202,26 +201,22 @@ def _known_names(sample: Sample, index: RepoIndex) -> frozenset[str]:
     return frozenset(meaningful(index.module_names(sample.source.get("modules", []))))
 
 
-def repo_index(ws: "Workspace", commit: str) -> RepoIndex:
-    c = ws.config
-    return _index_at(str(ws.repo.root), commit, tuple(c["scan.include"]), tuple([*c["scan.exclude"], *ws.own_paths]),
-                     c["scan.max_file_bytes"])
+def repo_index(ws: "Workspace", commit: str, snapshot: "Snapshot | None" = None, base: str | None = None) -> RepoIndex:
+    """The repository's index at `commit`: kept per file across runs (quality_cache.py), built from the run's
+    own scan when it has one, else from a scan of the tree."""
+    return repo_index_at(ws, commit, snapshot, base)
 
 
-@lru_cache(maxsize=4)  # one run rebuilds at most a few times at the same commit
-def _index_at(root: str, commit: str, include: tuple[str, ...], exclude: tuple[str, ...], max_bytes: int) -> RepoIndex:
-    result = scan(GitRepo(root), commit, include=list(include), exclude=list(exclude), max_file_bytes=max_bytes)
-    skeleton = build_skeleton(result.files, token_budget=1, repo_name="")  # only the symbols are wanted
-    definitions = [Definition(symbol.name, symbol.kind, f.path) for f in skeleton.files for symbol in f.symbols]
-    return RepoIndex.build(result.files, definitions)
-
-
-def assess_dataset(ws: "Workspace", store: DatasetStore, commit: str) -> Assessment:
-    """Verdicts for the live dataset at `commit`, recorded in quality.json."""
+def assess_dataset(ws: "Workspace", store: DatasetStore, commit: str, *, snapshot: "Snapshot | None" = None,
+                   base: str | None = None) -> Assessment:
+    """Verdicts for the live dataset at `commit`, recorded in quality.json. `snapshot`/`base`: see repo_index."""
     settings = QualitySettings.from_config(ws.config)
     samples = [s for s, _ in live_samples(store)]
-    index = repo_index(ws, commit) if settings.enabled and samples else RepoIndex()
-    assessment = assess(samples, index, settings)
+    index = repo_index(ws, commit, snapshot, base) if settings.enabled and samples else RepoIndex()
+    signatures = SignatureStore(ws)
+    assessment = assess(samples, index, settings, signatures.load() if settings.enabled and samples else None)
+    if settings.enabled and samples:
+        signatures.save({s.id for s in samples})
     atomic_write_json(store.out / QUALITY_FILE, assessment.to_dict())
     return assessment
 

@@ -1,0 +1,87 @@
+"""Quality assessment kept between runs (quality_cache.py) equals assessment from scratch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from codefactory import pipeline, quality_cache
+from codefactory.grounding import Definition, RepoIndex
+from codefactory.incremental import plan_update
+from codefactory.quality import QualitySettings, assess, assess_dataset, live_samples
+from codefactory.scan import scan
+from codefactory.skeleton import build_skeleton
+from codefactory.store import DatasetStore
+from tests.gitrepos import commit_files, make_repo
+from tests.planted import billing_repo, responder
+from tests.planted import workspace as planted_workspace
+from tests.servers import ScriptedServer
+from tests.test_pipeline import FILES, workspace
+
+
+def _old_index(ws: pipeline.Workspace, commit: str) -> RepoIndex:
+    """The index as quality.py built it before it was kept per file: a scan and a skeleton of its own."""
+    c = ws.config
+    result = scan(ws.repo, commit, include=c["scan.include"], exclude=[*c["scan.exclude"], *ws.own_paths],
+                  max_file_bytes=c["scan.max_file_bytes"])
+    skeleton = build_skeleton(result.files, token_budget=1, repo_name="")
+    return RepoIndex.build(result.files, [Definition(s.name, s.kind, f.path) for f in skeleton.files
+                                          for s in f.symbols])
+
+
+@pytest.fixture
+def shop_repo(tmp_path: Path):
+    return make_repo(tmp_path / "shop", FILES)
+
+
+def test_index_from_snapshot_scan_and_patch_equal_a_fresh_scan(shop_repo, tmp_path: Path) -> None:
+    root = Path(shop_repo.workdir)
+    ws = workspace(root, None)
+    head = ws.repo.head_commit()
+    snapshot = pipeline.take_snapshot(ws, head)
+    expected = _old_index(ws, head)
+    assert RepoIndex.from_entries(quality_cache.entries_of(snapshot.scan.files, {
+        s.path: s for s in snapshot.skeleton.files})) == expected
+    assert RepoIndex.from_entries(quality_cache.scan_entries(ws, head)) == expected
+    assert quality_cache.repo_index_at(ws, head, snapshot) == expected
+    assert (quality_cache.quality_cache_dir(ws) / quality_cache.INDEX_FILE).is_file()
+
+    # A commit that edits, adds, deletes and renames: the base's index patched with the rescanned files.
+    after = commit_files(shop_repo, {"shop/orders.py": FILES["shop/orders.py"] + "\n\ndef refund_all(x):\n    return x\n",
+                                     "shop/extra.py": "class ExtraThing:\n    def go(self):\n        return 1\n"},
+                         delete=["README.md"], rename={"shop/inventory.py": "shop/stock.py"})
+    plan = plan_update(ws, DatasetStore(ws.out), head, after)
+    assert plan.snapshot.rescanned is not None
+    quality_cache._MEMO.clear()
+    patched = quality_cache.repo_index_at(ws, after, plan.snapshot, head)
+    assert patched == _old_index(ws, after)
+    quality_cache._MEMO.clear()
+    assert quality_cache.repo_index_at(ws, after) == patched  # read back from the file
+
+
+def test_cached_assessment_equals_a_fresh_one(tmp_path: Path, scripted_server: ScriptedServer) -> None:
+    root = billing_repo(tmp_path)
+    responder(scripted_server)
+    ws = planted_workspace(root, scripted_server)
+    report = pipeline.run_build(ws)
+    assert not report.failed
+    store = DatasetStore(ws.out)
+    commit = store.manifest()["source_commit"]
+    samples = [s for s, _ in live_samples(store)]
+    settings = QualitySettings.from_config(ws.config)
+    fresh = assess(samples, _old_index(ws, commit), settings).to_dict()
+    assert fresh["counts"]["dropped"] > 0  # the planted samples make the comparison mean something
+    assert (quality_cache.quality_cache_dir(ws) / quality_cache.SIGNATURES_FILE).is_file()
+
+    quality_cache._MEMO.clear()  # from the files the build left
+    assert assess_dataset(ws, store, commit).to_dict() == fresh
+    assert json.loads((ws.out / "quality.json").read_text()) == json.loads(json.dumps(fresh))
+    # A kept signature whose text changed is not used: hashing again gives the fresh verdicts.
+    kept = quality_cache.SignatureStore(ws)
+    entries = kept.load()
+    some = sorted(entries)[0]
+    entries[some] = ("affine32:" + "0" * 40, entries[sorted(entries)[1]][1])
+    kept.save({s.id for s in samples} | {"new"})
+    assert assess_dataset(ws, store, commit).to_dict() == fresh

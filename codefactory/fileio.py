@@ -86,8 +86,8 @@ def fsync_file(path: Path) -> None:
             os.fsync(handle.fileno())
 
 
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Complete lines only: a line without its newline is a write that never finished."""
+def complete_lines(path: Path) -> Iterator[str]:
+    """The file's non-blank lines that ended with their newline: a line without it is a write that never finished."""
     if not path.exists():
         return
     with open(path, encoding="utf-8") as handle:
@@ -95,10 +95,16 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             if not line.endswith("\n"):
                 return
             if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    continue
+                yield line
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of the complete lines; a line that is not JSON is skipped."""
+    for line in complete_lines(path):
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            continue
 
 
 def _repair_tail(path: Path) -> None:

@@ -15,7 +15,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from codefactory.fileio import append_jsonl, atomic_write_json, atomic_write_text, dumps_line, fsync_file, read_jsonl
+from codefactory.fileio import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    complete_lines,
+    dumps_line,
+    fsync_file,
+    read_jsonl,
+)
 from codefactory.models import DatasetVersion, Sample
 
 SCENES = ("scene1", "scene2")
@@ -99,7 +107,7 @@ class DatasetStore:
         # One alternation scanned in C, so many needles over a large log stay cheap.
         needles = re.compile("|".join(map(re.escape, containing))) if containing else None
         samples = {}
-        for line in _complete_lines(self.raw_path(scene)):
+        for line in complete_lines(self.raw_path(scene)):
             if everything or _line_id(line) in wanted or (needles is not None and needles.search(line)):
                 try:
                     record = json.loads(line)
@@ -110,7 +118,7 @@ class DatasetStore:
 
     def _known_ids(self, scene: str) -> set[str]:
         if scene not in self._raw_ids:
-            self._raw_ids[scene] = {i for i in map(_line_id, _complete_lines(self.raw_path(scene))) if i}
+            self._raw_ids[scene] = {i for i in map(_line_id, complete_lines(self.raw_path(scene))) if i}
         return self._raw_ids[scene]
 
     # -- versions -------------------------------------------------------------------------
@@ -211,7 +219,7 @@ class DatasetStore:
         lines: dict[str, list[str]] = {}
         for scene in SCENES:
             path = self.out / f"{scene}_sft.jsonl"
-            kept = {} if changed is None else {_line_id(line): line for line in _complete_lines(path)}
+            kept = {} if changed is None else {_line_id(line): line for line in complete_lines(path)}
             raw = self.read_raw(scene, ids=changed)
             lines[scene] = []
             for sample_id in live.ids():
@@ -255,18 +263,6 @@ class DatasetStore:
             if record["version"] > written_at:
                 changed.update(record["added"], record["retired"], record.get("moved", {}))
         return changed
-
-def _complete_lines(path: Path) -> Iterator[str]:
-    """The file's complete lines, as `read_jsonl` reads them: a line without its newline never finished."""
-    if not path.exists():
-        return
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if not line.endswith("\n"):
-                return
-            if line.strip():
-                yield line
-
 
 _ID_PREFIX = '{"id":"'
 

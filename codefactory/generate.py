@@ -185,7 +185,9 @@ def parse_reply(text: str, schema: dict[str, Any], finish_reason: str = "stop") 
     if fenced:
         text = fenced.group(1)
     try:
-        data = json.loads(text)
+        # strict=False takes raw newlines and tabs inside strings: llama.cpp servers' schema grammars
+        # let small models write them, and the text is still what the model meant.
+        data = json.loads(text, strict=False)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg} at position {exc.pos})") from None
     if not isinstance(data, dict):

@@ -4,6 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-echo "==> codefactory build on $(pwd) with the embedded model"
-.venv/bin/codefactory --backend local build --limit "${LIMIT:-6}" --qa-count "${QA_COUNT:-2}" --count "${COUNT:-1}" "$@"
-echo "==> dataset: $(pwd)/data/combined_sft.jsonl ($(wc -l < data/combined_sft.jsonl) samples)"
+echo "==> codefactory build on $(pwd) with the embedded model (a few minutes on 2 cores; the model is tiny, so expect rough samples)"
+status=0
+.venv/bin/codefactory --backend local build --limit "${LIMIT:-6}" --qa-count "${QA_COUNT:-2}" --count "${COUNT:-1}" "$@" || status=$?
+# 1 means the run finished but some samples failed (the summary above lists them): the dataset is still written.
+if [ "$status" -gt 1 ]; then exit "$status"; fi
+samples=$(wc -l < data/combined_sft.jsonl)
+echo "==> dataset: $(pwd)/data/combined_sft.jsonl ($samples samples; quality verdicts in data/quality.json)"
+if [ "$samples" -eq 0 ]; then
+  echo "no sample passed the quality checks: run again with a larger LIMIT, or point codefactory at a bigger model (README)" >&2
+  exit 1
+fi

@@ -68,13 +68,14 @@ def deduplicate(candidates: Sequence[Candidate], threshold: float,
     entries for new or changed texts are added to it.
     """
     # datasketch pulls in scipy (~0.5 s): imported only when there is something to compare.
-    from datasketch import MinHash, MinHashLSH
+    from datasketch import LeanMinHash, MinHash, MinHashLSH
 
     dropped: dict[str, tuple[str, str]] = {}
     exact: dict[tuple[str, str], str] = {}
     indexes: dict[str, MinHashLSH] = {}
     kept_texts: dict[str, str] = {}
     grams_of: dict[str, set[str]] = {}  # shingles, made only for pairs LSH proposes
+    template: MinHash | None = None
 
     def grams(sample_id: str, normalised: str) -> set[str]:
         if sample_id not in grams_of:
@@ -92,10 +93,14 @@ def deduplicate(candidates: Sequence[Candidate], threshold: float,
         digest = text_digest(normalised)
         scheme, _, kept_digest = known[0].partition(":") if known is not None else ("", "", "")
         if known is not None and kept_digest == digest:
-            # The stored values carry no scheme of their own (datasketch insists on being told it).
-            signature = MinHash(num_perm=NUM_PERM, seed=_SEED, hashvalues=known[1], scheme=scheme)
+            # Lean: no permutations to draw (MinHash(hashvalues=...) draws them again, ~0.2 ms each). The
+            # stored values carry no scheme of their own, and datasketch insists on being told it.
+            signature = LeanMinHash(seed=_SEED, hashvalues=known[1], scheme=scheme)
         else:
-            signature = MinHash(num_perm=NUM_PERM, seed=_SEED)
+            # The permutations depend only on the seed: drawn once, shared by every new signature.
+            template = template or MinHash(num_perm=NUM_PERM, seed=_SEED)
+            signature = MinHash(num_perm=NUM_PERM, seed=_SEED, permutations=template.permutations,
+                                scheme=template.scheme)
             signature.update_batch([g.encode("utf-8") for g in sorted(_grams(normalised))])
             if signatures is not None:
                 signatures[candidate.id] = (f"{signature.scheme}:{digest}", signature.hashvalues)

@@ -38,8 +38,11 @@ def fresh(path: Path) -> Path:
 
 
 def reset_cache(repo: Path) -> None:
-    """Forget every cached reply of `repo`, so the next run asks the LLM for everything."""
-    shutil.rmtree(repo / ".codefactory", ignore_errors=True)
+    """Forget every cached reply of `repo`, so the next run asks the LLM for everything.
+
+    Only the reply cache: the quality assessment's index and signatures under .codefactory/quality are
+    what a user's repository keeps between runs too."""
+    shutil.rmtree(repo / ".codefactory" / "cache", ignore_errors=True)
 
 
 @dataclass

@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PAIR_SCHEMA = scene1_schema(1)["properties"]["pairs"]["items"]
 SCENE1_FIELDS = ("question", "thinking_trace", "answer")
 # Short replies keep the runs short (the schemas' minimum lengths fit easily); a reply cut off at
-# the limit is a listed failure, not a broken run. Generous timeouts: CI machines may be busy.
+# the limit is a listed failure, not a broken run. A low temperature keeps the tiny model's replies
+# from wandering (bench/README.md). Generous timeouts: CI machines may be busy.
 ENV = {"CODEFACTORY_LLM_MAX_TOKENS": "640", "CODEFACTORY_LLM_TEMPERATURE": "0.2"}
 TIMEOUT = 1200
 

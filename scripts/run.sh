@@ -5,12 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "==> codefactory build on $(pwd) with the embedded model (a few minutes on 2 cores; the model is tiny, so expect rough samples)"
-# Scene-2 proposals are off by default here: the 135M model needs ~8 minutes for one on 2 cores (COUNT=1 asks
-# for one). Samples the grounding check flags stay in, marked in their meta: a 135M model rarely names the
-# code's identifiers, and the quick start shows the pipeline, not a training set.
+# Samples the grounding check flags stay in, marked in their meta: a 135M model rarely names the code's
+# identifiers, and the quick start shows the pipeline, not a training set.
 export CODEFACTORY_QUALITY_FLAGGED=${CODEFACTORY_QUALITY_FLAGGED:-keep}
 status=0
-.venv/bin/codefactory --backend local build --limit "${LIMIT:-8}" --qa-count "${QA_COUNT:-2}" --count "${COUNT:-0}" "$@" || status=$?
+.venv/bin/codefactory --backend local build --limit "${LIMIT:-8}" --qa-count "${QA_COUNT:-2}" --count "${COUNT:-1}" "$@" || status=$?
 # 1 means the run finished but some samples failed (the summary above lists them): the dataset is still written.
 if [ "$status" -gt 1 ]; then exit "$status"; fi
 samples=$(wc -l < data/combined_sft.jsonl)

@@ -8,6 +8,9 @@ echo "==> codefactory build on $(pwd) with the embedded model (a few minutes on 
 # Samples the grounding check flags stay in, marked in their meta: a 135M model rarely names the code's
 # identifiers, and the quick start shows the pipeline, not a training set.
 export CODEFACTORY_QUALITY_FLAGGED=${CODEFACTORY_QUALITY_FLAGGED:-keep}
+# It also writes one-sentence reasoning, which the default gate (3 steps) drops; the other checks
+# (empty, placeholder, refusal, duplicates, ...) still apply.
+export CODEFACTORY_QUALITY_MIN_TRACE_STEPS=${CODEFACTORY_QUALITY_MIN_TRACE_STEPS:-1}
 status=0
 .venv/bin/codefactory --backend local build --limit "${LIMIT:-8}" --qa-count "${QA_COUNT:-2}" --count "${COUNT:-1}" "$@" || status=$?
 # 1 means the run finished but some samples failed (the summary above lists them): the dataset is still written.

@@ -24,7 +24,7 @@ from codefactory.fileio import atomic_write_json
 from codefactory.gitrepo import GitRepo
 from codefactory.models import Chunk, SourceFile
 from codefactory.pipeline import RunReport, Snapshot, Workspace
-from codefactory.scan import IGNORE_FILE, ScanResult, scan
+from codefactory.scan import IGNORE_FILE, ScanResult
 from codefactory.scene2 import THEMES, Anchor, choose_anchors, slice_sha256
 from codefactory.skeleton import Skeleton, extract_symbols
 from codefactory.store import DatasetStore, LiveSet, Pending
@@ -151,9 +151,7 @@ class _Tree:
 
 
 def _scan(ws: Workspace, rev: str, paths: Collection[str] | None) -> ScanResult:
-    c = ws.config
-    return scan(ws.repo, rev, include=c["scan.include"], exclude=[*c["scan.exclude"], *ws.own_paths],
-                max_file_bytes=c["scan.max_file_bytes"], paths=paths)
+    return ws.scan(rev, paths)
 
 
 def _chunk(ws: Workspace, files: Sequence[SourceFile]) -> list[Chunk]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -30,7 +30,7 @@ from codefactory.quality import assess_dataset, read_quality, sft_record
 from codefactory.scan import ScanResult, scan
 from codefactory.scene1 import Scene1Job, plan_scene1, rank_chunks
 from codefactory.scene1 import samples_from_reply as scene1_samples
-from codefactory.scene2 import Anchor, Scene2Job, plan_scene2, slice_sha256
+from codefactory.scene2 import Anchor, Scene2Job, plan_scene2
 from codefactory.scene2 import sample_from_reply as scene2_sample
 from codefactory.secrets import redact_all
 from codefactory.skeleton import Skeleton, build_skeleton
@@ -68,6 +68,16 @@ class Workspace:
         except ValueError:
             pass  # the output directory lies outside the repository
         return paths
+
+    @property
+    def scan_options(self) -> dict[str, Any]:
+        """The scan settings of every command: what `scan` lists is exactly what the pipeline processes."""
+        c = self.config
+        return {"include": list(c["scan.include"]), "exclude": [*c["scan.exclude"], *self.own_paths],
+                "max_file_bytes": c["scan.max_file_bytes"]}
+
+    def scan(self, rev: str | None = None, paths: Collection[str] | None = None) -> ScanResult:
+        return scan(self.repo, rev or self.config["rev"], paths=paths, **self.scan_options)
 
     @cached_property
     def backend_and_model(self) -> tuple[str, str | None]:
@@ -128,8 +138,7 @@ class Snapshot:
 
 def take_snapshot(ws: Workspace, rev: str | None = None) -> Snapshot:
     c = ws.config
-    result = scan(ws.repo, rev or c["rev"], include=c["scan.include"], exclude=[*c["scan.exclude"], *ws.own_paths],
-                  max_file_bytes=c["scan.max_file_bytes"])
+    result = ws.scan(rev)
     # One pass per file for chunks and symbols (in worker processes on large trees).
     chunks, symbols = analyze_files(result.files, max_tokens=c["chunk.max_tokens"], min_tokens=c["chunk.min_tokens"])
     skeleton = build_skeleton(result.files, token_budget=c["skeleton.token_budget"], repo_name=ws.repo.name,

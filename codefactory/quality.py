@@ -117,7 +117,6 @@ class Assessment:
         return bool(verdict.get("kept", True)), shown
 
     def to_dict(self) -> dict[str, Any]:
-        s = self.settings
         return {"tool": __version__, "policy": self.settings.policy(), "counts": self.counts(),
                 "samples": {i: v.to_dict() for i, v in self.verdicts.items()}}
 

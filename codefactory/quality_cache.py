@@ -23,10 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from codefactory import __version__
 from codefactory.fileio import atomic_write_json
-from codefactory.gitrepo import GitRepo
 from codefactory.grounding import FileEntry, RepoIndex, file_entry
 from codefactory.models import SourceFile
-from codefactory.scan import scan
 from codefactory.skeleton import FileSymbols, extract_symbols
 
 if TYPE_CHECKING:
@@ -42,9 +40,8 @@ def quality_cache_dir(ws: "Workspace") -> Path:
 
 def scan_key(ws: "Workspace") -> str:
     """What decides which files the index holds and what it takes from them, besides the commit."""
-    c = ws.config
-    payload = [_FORMAT, __version__, list(c["scan.include"]), [*c["scan.exclude"], *ws.own_paths],
-               c["scan.max_file_bytes"]]
+    options = ws.scan_options
+    payload = [_FORMAT, __version__, options["include"], options["exclude"], options["max_file_bytes"]]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
 
 
@@ -61,9 +58,7 @@ def entries_of(files: Sequence[SourceFile], symbols: Mapping[str, FileSymbols] |
 
 def scan_entries(ws: "Workspace", commit: str) -> dict[str, FileEntry]:
     """The old way: scan the whole tree at `commit` (with redaction, as the pipeline does)."""
-    c = ws.config
-    result = scan(GitRepo(str(ws.repo.root)), commit, include=list(c["scan.include"]),
-                  exclude=[*c["scan.exclude"], *ws.own_paths], max_file_bytes=c["scan.max_file_bytes"])
+    result = ws.scan(commit)
     return entries_of(result.files)
 
 

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pygit2
-
-_AUTHOR = pygit2.Signature("Test Author", "author@example.com", 1_700_000_000, 0)
-
 
 def make_repo(path: Path, files: dict[str, str | bytes] | None = None, message: str = "initial") -> pygit2.Repository:
     """Create a repository at `path`; commit `files` (relative path -> content) if given."""

@@ -17,7 +17,7 @@ from codefactory.cache import ReplyCache
 from codefactory.cli import main
 from tests.cli_runs import cli_env, codefactory, make_project, read_lines
 from tests.conftest import free_port
-from tests.gitrepos import commit_files, commit_links, make_repo
+from tests.gitrepos import commit_links, make_repo
 from tests.servers import ScriptedServer
 
 KEY = "sk-proj-badinputTESTKEY4f9a8b7c6d5e4f3a2b1c"

@@ -14,7 +14,7 @@ from codefactory import pipeline
 from codefactory.config import load_config
 from codefactory.gitrepo import GitRepo
 from tests.gitrepos import make_repo
-from tests.servers import Fault, ScriptedServer
+from tests.servers import ScriptedServer
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -70,7 +70,8 @@ def cli(ctx: click.Context, repo: str, config_file: str | None, verbose: int, qu
 def scan(state: State) -> None:
     """List the files that would be processed (-v: and why the others are skipped)."""
     ws = state.workspace()
-    result = ws.scan()
+    result = pipeline.scan(ws.repo, ws.config["rev"], include=ws.config["scan.include"],
+                           exclude=ws.config["scan.exclude"], max_file_bytes=ws.config["scan.max_file_bytes"])
     for file in result.files:
         click.echo(f"{_shown(file.path)}\t{file.language}")
     if state.verbosity > 0:

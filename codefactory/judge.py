@@ -18,7 +18,7 @@ from codefactory.generate import Reply, Request, generate
 from codefactory.grounding import RepoIndex
 from codefactory.llm import LLM, GenerationParams
 from codefactory.models import Sample
-from codefactory.prompts import load_prompt
+from codefactory.prompts import code_fence, load_prompt
 from codefactory.quality import QualitySettings, assess, live_samples, repo_index
 from codefactory.sft import render_proposal
 from codefactory.store import DatasetStore
@@ -132,8 +132,10 @@ def render_for_judge(sample: Sample, index: RepoIndex) -> tuple[str, str]:
     if sample.scene == "scene1":
         src = sample.source
         language = src.get("language", "")
+        code = sample.input.get("code", "")
+        fence = code_fence(code)
         context = (f"File: {src.get('path')} ({language}), lines {src.get('start_line')}-{src.get('end_line')}\n"
-                   f"```{language}\n{sample.input.get('code', '')}\n```")
+                   f"{fence}{language}\n{code}\n{fence}")
         text = (f"Question: {content.get('question', '')}\n\nThinking trace: {content.get('thinking_trace', '')}\n\n"
                 f"Answer: {content.get('answer', '')}")
         return context, text

@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import keyword
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -71,6 +71,11 @@ def identifiers_in(text: str, *, loose: bool = False) -> set[str]:
     return {name for name in found if len(name) > 1}
 
 
+def path_names(path: str) -> list[str]:
+    """The identifiers in a file's path: a file is named by its path as much as by what it holds."""
+    return _IDENT.findall(path)
+
+
 def cited_paths(text: str) -> set[str]:
     """File paths a text names: `shop/orders.py`, or a bare `orders.py` (lowercase stem, known suffix);
     `self.items`, `Node.js` and `response.json()` are not paths."""
@@ -118,10 +123,12 @@ def file_entry(file: SourceFile, definitions: Iterable[tuple[str, str]] = ()) ->
 class RepoIndex:
     """Every name in the repository's processed files, and where each symbol is defined."""
 
-    tokens: frozenset[str] = frozenset()
+    # Any collection that answers `in`: a set, or (quality_cache.py) the number of files holding each name.
+    tokens: Collection[str] = frozenset()
     paths: frozenset[str] = frozenset()
-    definitions: dict[str, list[Definition]] = field(default_factory=dict)  # by simple and qualified name
-    names_by_path: dict[str, frozenset[str]] = field(default_factory=dict)  # each file's defined and code-shaped names
+    definitions: Mapping[str, list[Definition]] = field(default_factory=dict)  # by simple and qualified name
+    # Each file's defined and code-shaped names; a mapping that may read them only when asked.
+    names_by_path: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, files: Iterable[SourceFile], definitions: Iterable[Definition]) -> "RepoIndex":
@@ -142,7 +149,7 @@ class RepoIndex:
         for path in sorted(entries):  # path order: the skeleton's, which decides `defined`'s first match
             entry = entries[path]
             tokens.update(entry.tokens)
-            tokens.update(_IDENT.findall(path))
+            tokens.update(path_names(path))
             names[path] = {PurePosixPath(path).stem, *entry.names}
             definitions.extend(Definition(q, k, path) for q, k in entry.definitions)
         by_name: dict[str, list[Definition]] = {}
@@ -183,23 +190,43 @@ def meaningful(names: Iterable[str]) -> set[str]:
     return {n for n in names if n not in LANGUAGE_NAMES and n.lower() not in _PROSE and len(n) > 2}
 
 
-def scene1_flags(question: str, answer: str, code: str, index: RepoIndex) -> tuple[list[tuple[str, str]], float]:
-    """Grounding flags of a Scene-1 answer and its grounding score (chunk names used, unknown ones penalised)."""
+@dataclass(frozen=True)
+class Scene1Citations:
+    """What a Scene-1 answer cites, found without the repository: only `lookups` and `paths` need the index,
+    so a verdict can be kept per sample and replayed against a later commit's index (quality_cache.py)."""
+
+    lookups: tuple[str, ...]  # cited names the chunk does not hold: unknown unless the repository has them
+    paths: tuple[str, ...]  # cited file paths
+    named: int  # the chunk's own identifiers the answer uses
+    ungrounded: bool  # the chunk has identifiers and the answer names none of them
+
+
+def scene1_citations(question: str, answer: str, code: str) -> Scene1Citations:
     code_names = set(_IDENT.findall(code)) - LANGUAGE_NAMES
     chunk_names = meaningful(code_names)
     # A bare prose word ("the items") is not a citation; a backticked or code-shaped one (`items`) is.
     cited_in_answer = identifiers_in(answer) - LANGUAGE_NAMES
     named = (meaningful(identifiers_in(answer, loose=True)) | cited_in_answer) & code_names
-    flags: list[tuple[str, str]] = []
     cited = meaningful(identifiers_in(question + "\n" + answer))
-    unknown = sorted(n for n in cited if n not in index.tokens and n not in chunk_names)
-    missing_paths = sorted(p for p in cited_paths(answer) if not index.knows_path(p))
+    return Scene1Citations(tuple(sorted(cited - chunk_names)), tuple(sorted(cited_paths(answer))), len(named),
+                           bool(chunk_names) and not named)
+
+
+def scene1_grounding(citations: Scene1Citations, index: RepoIndex) -> tuple[list[tuple[str, str]], float]:
+    """Grounding flags of a Scene-1 answer and its grounding score (chunk names used, unknown ones penalised)."""
+    unknown = [n for n in citations.lookups if n not in index.tokens]
+    missing_paths = [p for p in citations.paths if not index.knows_path(p)]
+    flags: list[tuple[str, str]] = []
     if unknown or missing_paths:  # the worse flag first: it is the reason given when flagged samples are dropped
         flags.append(("unknown_identifiers", "names that exist nowhere in the repository: "
                       + ", ".join((unknown + missing_paths)[:6])))
-    if chunk_names and not named:
+    if citations.ungrounded:
         flags.append(("ungrounded", "the answer names none of the chunk's identifiers"))
-    return flags, float(len(named)) - 2.0 * (len(unknown) + len(missing_paths))
+    return flags, float(citations.named) - 2.0 * (len(unknown) + len(missing_paths))
+
+
+def scene1_flags(question: str, answer: str, code: str, index: RepoIndex) -> tuple[list[tuple[str, str]], float]:
+    return scene1_grounding(scene1_citations(question, answer, code), index)
 
 
 # "Add a `refund` method to `Payments`", "introduce an AuditLog model", "new endpoint `export_orders()`".

@@ -4,10 +4,11 @@ Everything here is a cache of pure functions, stored next to the reply cache (`.
 in the dataset): a missing, stale or damaged file only costs the time to recompute, and the SFT files are
 byte-identical either way.
 
-* The repository index (grounding.py) is kept per file (`FileEntry`) for one commit and scan setting. A run
-  that scanned the whole tree builds it from its own scan; an incremental run, which rescans only the
-  changed files, patches the index of its base commit with them. Only when neither is possible is the tree
-  scanned again (the old way).
+* The repository index (grounding.py) of a commit is kept as an `IndexSummary` (how many files hold each
+  name, every definition), and each file's `FileEntry` by its content in an `EntryStore`. A run that
+  scanned the whole tree builds it from its own scan; an incremental run, which rescans only the changed
+  files, patches the base commit's summary with them, taking out the old entries of those files. Only
+  when neither is possible is the tree scanned again.
 * MinHash signatures (dedup.py) are kept per sample id with the digest of the normalised text they hash;
   a signature is used only while that digest matches, so only new or changed texts are hashed.
 """
@@ -17,21 +18,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Collection, Mapping, Sequence
-from pathlib import Path
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from codefactory import __version__
-from codefactory.fileio import atomic_write_json
-from codefactory.grounding import FileEntry, RepoIndex, file_entry
+from codefactory.fileio import atomic_write_text
+from codefactory.grounding import Definition, FileEntry, RepoIndex, file_entry, path_names
 from codefactory.models import SourceFile
 from codefactory.skeleton import FileSymbols, extract_symbols
 
 if TYPE_CHECKING:
     from codefactory.pipeline import Snapshot, Workspace
 
-INDEX_FILE = "index.json"
-_FORMAT = 1  # bump when what a FileEntry holds changes
+INDEX_DIR = "index"  # one summary per recent commit: index/<commit>.json
+ENTRIES_DIR = "entries"  # per-file entries by content, shared by every commit (diskcache)
+_FORMAT = 2  # bump when what a FileEntry or a summary holds changes
+_KEEP_COMMITS = 4  # summaries kept: a branch and its base, with room to spare
 
 
 def quality_cache_dir(ws: "Workspace") -> Path:
@@ -56,73 +61,230 @@ def entries_of(files: Sequence[SourceFile], symbols: Mapping[str, FileSymbols] |
     return entries
 
 
-def scan_entries(ws: "Workspace", commit: str) -> dict[str, FileEntry]:
-    """The old way: scan the whole tree at `commit` (with redaction, as the pipeline does)."""
-    result = ws.scan(commit)
-    return entries_of(result.files)
+def scan_entries(ws: "Workspace", commit: str, paths: Collection[str] | None = None) -> dict[str, FileEntry]:
+    """Entries from a scan of the tree at `commit` (with redaction, as the pipeline does), or of `paths` in it."""
+    return entries_of(ws.scan(commit, paths=paths).files)
 
 
-class IndexStore:
-    """The per-file index of one commit, read from and written to `.codefactory/quality/index.json`."""
+def entry_key(file: SourceFile) -> str:
+    """What a file's entry is a function of (under one scan key): its language and its content."""
+    content = file.blob_sha or hashlib.sha1(file.text.encode("utf-8")).hexdigest()
+    return f"{file.language}:{content}"
+
+
+class EntryStore:
+    """Per-file index entries by `entry_key`, kept across commits: a commit that changes one file adds one."""
 
     def __init__(self, ws: "Workspace") -> None:
-        self.path = quality_cache_dir(ws) / INDEX_FILE
-        self.key = scan_key(ws)
-        self._loaded: tuple[str, dict[str, FileEntry]] | None = None
+        self.directory = quality_cache_dir(ws) / ENTRIES_DIR / scan_key(ws)[:16]
+        self._cache: Any = None
 
-    def load(self, commit: str) -> dict[str, FileEntry] | None:
-        if self._loaded is not None and self._loaded[0] == commit:
-            return self._loaded[1]
+    def _open(self) -> Any:
+        if self._cache is None:
+            import diskcache
+
+            self._cache = diskcache.Cache(str(self.directory))
+        return self._cache
+
+    def get(self, key: str) -> FileEntry | None:
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            if data.get("format") != _FORMAT or data.get("key") != self.key or data.get("commit") != commit:
+            found = self._open().get(key)
+            if found is None:
                 return None
-            entries = {path: FileEntry(frozenset(t), frozenset(n), tuple((q, k) for q, k in d))
-                       for path, (t, n, d) in data["files"].items()}
+            tokens, names, definitions = found
+            return FileEntry(frozenset(tokens), frozenset(names), tuple((q, k) for q, k in definitions))
+        except Exception:  # damaged or foreign: the caller rebuilds what it needs  # noqa: BLE001
+            return None
+
+    def put_many(self, entries: Mapping[str, FileEntry]) -> None:
+        try:
+            cache = self._open()
+            with cache.transact():
+                for key, entry in entries.items():
+                    cache.set(key, (sorted(entry.tokens), sorted(entry.names), [list(d) for d in entry.definitions]))
+        except Exception:  # a read-only checkout: the next run recomputes  # noqa: BLE001
+            pass
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+
+
+def _file_tokens(path: str, entry: FileEntry) -> set[str]:
+    return {*entry.tokens, *path_names(path)}  # a file's path names things too (RepoIndex.from_entries)
+
+
+@dataclass
+class IndexSummary:
+    """A commit's repository index in the form that loads fast and patches in O(changed files): how many files
+    hold each name rather than each file's names, which stay in the EntryStore until a change needs them."""
+
+    files: dict[str, str]  # path -> entry key
+    counts: dict[str, int]  # name -> how many files hold it, in their text or their path
+    definitions: list[tuple[str, str, str]]  # (path, qualified name, kind), in path order
+
+    @classmethod
+    def of(cls, entries: Mapping[str, tuple[str, FileEntry]]) -> "IndexSummary":
+        counts: Counter[str] = Counter()
+        definitions = []
+        for path in sorted(entries):
+            _, entry = entries[path]
+            counts.update(_file_tokens(path, entry))
+            definitions.extend((path, q, k) for q, k in entry.definitions)
+        return cls({p: key for p, (key, _) in entries.items()}, dict(counts), definitions)
+
+    def patched(self, rescanned: Collection[str], new: Mapping[str, tuple[str, FileEntry]],
+                entry_of: Callable[[str], FileEntry | None]) -> "IndexSummary | None":
+        """This summary with the `rescanned` paths replaced by `new` (a path absent from it is gone), or None
+        when an old entry to take out is no longer kept."""
+        counts = Counter(self.counts)
+        files = dict(self.files)
+        for path in rescanned:
+            if path in files:
+                old = entry_of(files.pop(path))
+                if old is None:
+                    return None
+                counts.subtract(_file_tokens(path, old))
+        for path, (key, entry) in new.items():
+            files[path] = key
+            counts.update(_file_tokens(path, entry))
+        kept = [d for d in self.definitions if d[0] not in rescanned]
+        added = [(p, q, k) for p in sorted(new) for q, k in new[p][1].definitions]
+        definitions = sorted(kept + added, key=lambda d: d[0])  # stable: source order within a file stays
+        return IndexSummary(files, {n: c for n, c in counts.items() if c > 0}, definitions)
+
+    def index(self, names_of: Callable[[str], frozenset[str]]) -> RepoIndex:
+        """The RepoIndex of this commit; `names_of(path)` gives one file's names, asked for only by Scene-2."""
+
+        def by_name() -> dict[str, list[Definition]]:
+            found: dict[str, list[Definition]] = {}
+            for path, qualified, kind in self.definitions:
+                definition = Definition(qualified, kind, path)
+                found.setdefault(qualified, []).append(definition)
+                simple = qualified.rsplit(".", 1)[-1]
+                if simple != qualified:
+                    found.setdefault(simple, []).append(definition)
+            return found
+
+        return RepoIndex(self.counts, frozenset(self.files), _Deferred(by_name), _PerPath(self.files, names_of))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"files": self.files, "counts": self.counts, "definitions": self.definitions}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "IndexSummary":
+        return cls(dict(data["files"]), dict(data["counts"]), [(p, q, k) for p, q, k in data["definitions"]])
+
+
+class _Deferred(Mapping[str, list[Definition]]):
+    """A mapping built on first use: only Scene-2 checks ask for definitions."""
+
+    def __init__(self, build: Callable[[], dict[str, list[Definition]]]) -> None:
+        self._build = build
+        self._built: dict[str, list[Definition]] | None = None
+
+    def _data(self) -> dict[str, list[Definition]]:
+        if self._built is None:
+            self._built = self._build()
+        return self._built
+
+    def __getitem__(self, key: str) -> list[Definition]:
+        return self._data()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data())
+
+    def __len__(self) -> int:
+        return len(self._data())
+
+
+class _PerPath(Mapping[str, frozenset[str]]):
+    """Each file's names, read from the entry store when first asked for."""
+
+    def __init__(self, files: Mapping[str, str], names_of: Callable[[str], frozenset[str]]) -> None:
+        self._files = files
+        self._names_of = names_of
+        self._read: dict[str, frozenset[str]] = {}
+
+    def __getitem__(self, path: str) -> frozenset[str]:
+        if path not in self._files:
+            raise KeyError(path)
+        if path not in self._read:
+            self._read[path] = self._names_of(path)
+        return self._read[path]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+
+class SummaryStore:
+    """The summaries of the last few commits, under `.codefactory/quality/index/`."""
+
+    def __init__(self, ws: "Workspace") -> None:
+        self.directory = quality_cache_dir(ws) / INDEX_DIR
+        self.key = scan_key(ws)
+
+    def path(self, commit: str) -> Path:
+        return self.directory / f"{commit}.json"
+
+    def load(self, commit: str) -> IndexSummary | None:
+        try:
+            data = json.loads(self.path(commit).read_text(encoding="utf-8"))
+            if data.get("format") != _FORMAT or data.get("key") != self.key:
+                return None
+            return IndexSummary.from_json(data)
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return None  # missing or damaged: recomputed
-        self._loaded = (commit, entries)
-        return entries
 
-    def save(self, commit: str, entries: dict[str, FileEntry]) -> None:
-        self._loaded = (commit, entries)
-        files = {path: [sorted(e.tokens), sorted(e.names), [list(d) for d in e.definitions]]
-                 for path, e in sorted(entries.items())}
+    def save(self, commit: str, summary: IndexSummary) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.path, {"format": _FORMAT, "key": self.key, "commit": commit, "files": files})
+            # One C-encoded string: names are ASCII identifiers, so no wide-string blow-up (fileio.py).
+            atomic_write_text(self.path(commit), json.dumps({"format": _FORMAT, "key": self.key, **summary.to_json()}))
+            kept = sorted(self.directory.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+            for old in kept[_KEEP_COMMITS:]:
+                old.unlink(missing_ok=True)
         except OSError:
             pass  # a read-only checkout: the next run recomputes
 
 
-def index_entries(ws: "Workspace", commit: str, snapshot: "Snapshot | None" = None,
-                  base: str | None = None) -> dict[str, FileEntry]:
-    """Per-file index entries of the tree at `commit`, from the cheapest source that gives exactly them.
+def index_summary(ws: "Workspace", commit: str, entries: EntryStore, snapshot: "Snapshot | None" = None,
+                  base: str | None = None) -> IndexSummary:
+    """The index summary of the tree at `commit`, from the cheapest source that gives exactly it.
 
     `snapshot` is what the run scanned at `commit`: the whole tree (`rescanned` None), or, for an incremental
     run from `base`, only the paths in `snapshot.rescanned` (each either in `snapshot.scan.files` or gone);
-    every other path is as it was at `base`, which is what lets the base's entries be patched.
+    every other path is as it was at `base`, which is what lets the base's summary be patched.
     """
-    store = IndexStore(ws)
-    entries = store.load(commit)
-    if entries is not None:
-        return entries
+    store = SummaryStore(ws)
+    summary = store.load(commit)
+    if summary is not None:
+        return summary
     if snapshot is not None and snapshot.commit == commit and snapshot.rescanned is None:
-        entries = entries_of(snapshot.scan.files, {s.path: s for s in snapshot.skeleton.files})
+        found = _keyed(snapshot.scan.files, entries_of(snapshot.scan.files, {s.path: s for s in snapshot.skeleton.files}))
+        entries.put_many(dict(found.values()))
+        summary = IndexSummary.of(found)
     elif snapshot is not None and snapshot.commit == commit and base is not None \
             and (previous := store.load(base)) is not None:
-        entries = _patched(previous, snapshot.rescanned or (), snapshot.scan.files)
-    else:
-        entries = scan_entries(ws, commit)
-    store.save(commit, entries)
-    return entries
+        rescanned = snapshot.rescanned or frozenset()
+        changed = [f for f in snapshot.scan.files if f.path in rescanned]
+        found = _keyed(changed, entries_of(changed))
+        entries.put_many(dict(found.values()))
+        summary = previous.patched(rescanned, found, entries.get)
+    if summary is None:
+        result = ws.scan(commit)
+        found = _keyed(result.files, entries_of(result.files))
+        entries.put_many(dict(found.values()))
+        summary = IndexSummary.of(found)
+    store.save(commit, summary)
+    return summary
 
 
-def _patched(previous: Mapping[str, FileEntry], rescanned: Collection[str],
-             files: Sequence[SourceFile]) -> dict[str, FileEntry]:
-    entries = {p: e for p, e in previous.items() if p not in rescanned}
-    entries.update(entries_of([f for f in files if f.path in rescanned]))
-    return entries
+def _keyed(files: Sequence[SourceFile], entries: Mapping[str, FileEntry]) -> dict[str, tuple[str, FileEntry]]:
+    return {f.path: (entry_key(f), entries[f.path]) for f in files}
 
 
 # The last indexes built in this process: a run asks for it up to three times (judge, rebuild, report).
@@ -135,7 +297,17 @@ def repo_index_at(ws: "Workspace", commit: str, snapshot: "Snapshot | None" = No
     memo_key = (str(quality_cache_dir(ws)), scan_key(ws), commit)
     index = _MEMO.get(memo_key)
     if index is None:
-        index = RepoIndex.from_entries(index_entries(ws, commit, snapshot, base))
+        entries = EntryStore(ws)
+        summary = index_summary(ws, commit, entries, snapshot, base)
+
+        def names_of(path: str) -> frozenset[str]:
+            entry = entries.get(summary.files[path])
+            if entry is None:  # no longer kept: that one file is scanned again
+                entry = scan_entries(ws, commit, [path])[path]
+            simple = {q.rsplit(".", 1)[-1] for q, _ in entry.definitions}
+            return frozenset({PurePosixPath(path).stem, *entry.names, *simple})
+
+        index = summary.index(names_of)
         while len(_MEMO) >= 2:
             _MEMO.pop(next(iter(_MEMO)))
         _MEMO[memo_key] = index

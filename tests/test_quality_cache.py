@@ -31,6 +31,12 @@ def _old_index(ws: pipeline.Workspace, commit: str) -> RepoIndex:
                                           for s in f.symbols])
 
 
+def _view(index: RepoIndex) -> tuple:
+    """What an index answers, whatever mappings hold it (kept indexes read their parts lazily)."""
+    return (frozenset(index.tokens), index.paths, dict(index.definitions),
+            {path: frozenset(names) for path, names in index.names_by_path.items()})
+
+
 @pytest.fixture
 def shop_repo(tmp_path: Path):
     return make_repo(tmp_path / "shop", FILES)
@@ -41,12 +47,12 @@ def test_index_from_snapshot_scan_and_patch_equal_a_fresh_scan(shop_repo, tmp_pa
     ws = workspace(root, None)
     head = ws.repo.head_commit()
     snapshot = pipeline.take_snapshot(ws, head)
-    expected = _old_index(ws, head)
-    assert RepoIndex.from_entries(quality_cache.entries_of(snapshot.scan.files, {
-        s.path: s for s in snapshot.skeleton.files})) == expected
-    assert RepoIndex.from_entries(quality_cache.scan_entries(ws, head)) == expected
-    assert quality_cache.repo_index_at(ws, head, snapshot) == expected
-    assert (quality_cache.quality_cache_dir(ws) / quality_cache.INDEX_FILE).is_file()
+    expected = _view(_old_index(ws, head))
+    assert _view(RepoIndex.from_entries(quality_cache.entries_of(snapshot.scan.files, {
+        s.path: s for s in snapshot.skeleton.files}))) == expected
+    assert _view(RepoIndex.from_entries(quality_cache.scan_entries(ws, head))) == expected
+    assert _view(quality_cache.repo_index_at(ws, head, snapshot)) == expected
+    assert (quality_cache.quality_cache_dir(ws) / quality_cache.INDEX_DIR / f"{head}.json").is_file()
 
     # A commit that edits, adds, deletes and renames: the base's index patched with the rescanned files.
     after = commit_files(shop_repo, {"shop/orders.py": FILES["shop/orders.py"] + "\n\ndef refund_all(x):\n    return x\n",
@@ -55,10 +61,10 @@ def test_index_from_snapshot_scan_and_patch_equal_a_fresh_scan(shop_repo, tmp_pa
     plan = plan_update(ws, DatasetStore(ws.out), head, after)
     assert plan.snapshot.rescanned is not None
     quality_cache._MEMO.clear()
-    patched = quality_cache.repo_index_at(ws, after, plan.snapshot, head)
-    assert patched == _old_index(ws, after)
+    patched = _view(quality_cache.repo_index_at(ws, after, plan.snapshot, head))
+    assert patched == _view(_old_index(ws, after))
     quality_cache._MEMO.clear()
-    assert quality_cache.repo_index_at(ws, after) == patched  # read back from the file
+    assert _view(quality_cache.repo_index_at(ws, after)) == patched  # read back from the file
 
 
 def test_cached_assessment_equals_a_fresh_one(tmp_path: Path, scripted_server: ScriptedServer) -> None:
@@ -85,3 +91,27 @@ def test_cached_assessment_equals_a_fresh_one(tmp_path: Path, scripted_server: S
     entries[some] = ("affine32:" + "0" * 40, entries[sorted(entries)[1]][1])
     kept.save({s.id for s in samples} | {"new"})
     assert assess_dataset(ws, store, commit).to_dict() == fresh
+
+
+def test_summary_patched_with_changed_files_equals_one_built_whole(shop_repo) -> None:
+    root = Path(shop_repo.workdir)
+    ws = workspace(root, None)
+    head = ws.repo.head_commit()
+    after = commit_files(shop_repo, {"shop/orders.py": FILES["shop/orders.py"] + "\n\ndef refund_all(x):\n    return x\n",
+                                     "shop/extra.py": "class ExtraThing:\n    def go(self):\n        return 1\n"},
+                         delete=["README.md"], rename={"shop/inventory.py": "shop/stock.py"})
+
+    def whole(commit: str) -> dict:
+        files = ws.scan(commit).files
+        return quality_cache._keyed(files, quality_cache.entries_of(files))
+
+    before, now = whole(head), whole(after)
+    kept = {key: entry for key, entry in before.values()}
+    rescanned = {p for p in before.keys() | now.keys() if before.get(p, (None,))[0] != now.get(p, (None,))[0]}
+    assert {"shop/orders.py", "shop/extra.py", "README.md", "shop/inventory.py", "shop/stock.py"} <= rescanned
+    patched = quality_cache.IndexSummary.of(before).patched(rescanned, {p: now[p] for p in rescanned if p in now},
+                                                             kept.get)
+    assert patched == quality_cache.IndexSummary.of(now)
+    assert "refund_all" in patched.counts and "ExtraThing" in patched.counts
+    # An old entry that is no longer kept cannot be taken out: the caller scans again instead.
+    assert quality_cache.IndexSummary.of(before).patched(rescanned, {}, lambda key: None) is None

@@ -212,9 +212,11 @@ def _plan_scene1(plan: Plan, store: DatasetStore, live: LiveSet, index: list[dic
             spare.setdefault(entry["sha256"], []).append(entry)
 
     # Only samples in a rescanned file, or of a rescanned chunk's text, matter: a large log is parsed just for those.
-    needles = None if plan.rescanned is None else [
-        *(json.dumps(p, ensure_ascii=False) for p in plan.rescanned), *(c.sha256 for c in plan.chunks)]
-    raw = store.read_raw("scene1", ids=None if needles is None else set(live.moved), containing=needles)
+    if plan.rescanned is None:
+        raw = store.read_raw("scene1")
+    else:
+        raw = store.read_raw("scene1", ids=set(live.moved), sources={
+            "path": plan.rescanned, "chunk_sha256": {c.sha256 for c in plan.chunks}})
     current = {i: live.moved.get(i, raw[i].source) for i in live.ids() if i in raw}
     for sample_id, source in current.items():
         if not plan.affected(source["path"]):

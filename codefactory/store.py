@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -98,22 +98,37 @@ class DatasetStore:
             fsync_file(self.raw_path(scene))
 
     def read_raw(
-        self, scene: str, *, ids: Collection[str] | None = None, containing: Collection[str] | None = None
+        self,
+        scene: str,
+        *,
+        ids: Collection[str] | None = None,
+        containing: Collection[str] | None = None,
+        sources: Mapping[str, Collection[str]] | None = None,
     ) -> dict[str, Sample]:
-        """Logged samples of a scene. With `ids` and/or `containing`, only the samples with one of those ids
-        or whose line holds one of those strings are parsed: a small update of a large dataset stays cheap."""
-        everything = ids is None and containing is None
+        """Logged samples of a scene. With `ids`, `containing` and/or `sources`, only the samples with one of
+        those ids, whose line holds one of those strings, or whose `source[key]` is one of `sources[key]`
+        are parsed: a small update of a large dataset stays cheap."""
+        everything = ids is None and containing is None and sources is None
         wanted = set(ids or ())
         # One alternation scanned in C, so many needles over a large log stay cheap.
         needles = re.compile("|".join(map(re.escape, containing))) if containing else None
+        fields = {key: set(values) for key, values in (sources or {}).items() if values}
         samples = {}
         for line in complete_lines(self.raw_path(scene)):
-            if everything or _line_id(line) in wanted or (needles is not None and needles.search(line)):
-                try:
-                    record = json.loads(line)
-                except ValueError:
+            by_source = False
+            if not (everything or _line_id(line) in wanted or (needles is not None and needles.search(line))):
+                if not (fields and _may_hold(line, fields)):
                     continue
-                samples[record["id"]] = Sample.from_record(record)
+                by_source = True
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if by_source:
+                source = record.get("source") or {}
+                if not any(source.get(key) in values for key, values in fields.items()):
+                    continue  # the value was in some other field of that name, not in the provenance
+            samples[record["id"]] = Sample.from_record(record)
         return samples
 
     def _known_ids(self, scene: str) -> set[str]:
@@ -278,3 +293,21 @@ def _line_id(line: str) -> str | None:
     except ValueError:
         return None
     return record.get("id") if isinstance(record, dict) else None
+
+
+def _may_hold(line: str, fields: Mapping[str, set[str]]) -> bool:
+    """Whether some `"key":"value"` pair in the line, at any depth, has one of the wanted values: a cheap
+    test that never misses the record's own source, as lines are written compact (fileio.dumps_line)."""
+    for key, values in fields.items():
+        marker = f'"{key}":"'
+        start = line.find(marker)
+        while start >= 0:
+            start += len(marker)
+            end = line.find('"', start)
+            if end < 0:
+                return True  # not a line we wrote: let the parser judge it
+            value = line[start:end]
+            if "\\" in value or value in values:
+                return True  # with an escape the quote found may be part of the value: parse to know
+            start = line.find(marker, end)
+    return False

@@ -1,0 +1,58 @@
+"""The dataset store on disk: selective reads of the raw logs give what a full read filtered would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from codefactory.models import Sample
+from codefactory.store import DatasetStore
+
+
+def sample(n: int, path: str, sha: str, **content: str) -> Sample:
+    return Sample(
+        id=f"s1-{n:016x}", scene="scene1",
+        content={"question": content.get("question", f"What does f{n} do?"), "thinking_trace": "1. reads it",
+                 "answer": content.get("answer", "It returns.")},
+        source={"repo": "r", "commit": "c" * 40, "path": path, "symbol": f"f{n}", "start_line": 1, "end_line": 2,
+                "language": "python", "chunk_id": f"{path}::f{n}", "chunk_sha256": sha},
+        generation={"backend": "openai", "model": "m", "cache_key": f"k{n}"},
+        input=content.get("input_path") and {"path": content["input_path"]} or {},
+    )
+
+
+def logged(tmp_path: Path, samples: list[Sample]) -> DatasetStore:
+    store = DatasetStore(tmp_path)
+    store.append_raw(samples)
+    return store
+
+
+def test_read_by_source_fields_matches_a_filtered_full_read(tmp_path: Path) -> None:
+    samples = [
+        sample(1, "pkg/a.py", "a" * 64),
+        sample(2, "pkg/b.py", "b" * 64),
+        sample(3, "pkg/c.py", "a" * 64),  # same text as 1, elsewhere
+        # The wanted path only in the text and in a nested field of the same name: not the provenance.
+        sample(4, "pkg/d.py", "d" * 64, question='What does "path":"pkg/a.py" mean?', input_path="pkg/a.py"),
+        sample(5, 'odd "quoted"\\path.py', "e" * 64),  # escapes in the value: parsed to decide
+        sample(6, "pkgé/ü.py", "f" * 64),  # written as is (ensure_ascii=False)
+    ]
+    store = logged(tmp_path, samples)
+    wanted = {"path": {"pkg/a.py", 'odd "quoted"\\path.py', "pkgé/ü.py"}, "chunk_sha256": {"a" * 64}}
+
+    got = store.read_raw("scene1", sources=wanted)
+
+    everything = store.read_raw("scene1")
+    expected = {i for i, s in everything.items()
+                if s.source["path"] in wanted["path"] or s.source["chunk_sha256"] in wanted["chunk_sha256"]}
+    assert set(got) == expected == {samples[i].id for i in (0, 2, 4, 5)}
+    assert got[samples[0].id] == samples[0]
+
+
+def test_ids_and_source_fields_add_up(tmp_path: Path) -> None:
+    samples = [sample(n, f"m{n}.py", f"{n:064x}") for n in range(1, 6)]
+    store = logged(tmp_path, samples)
+
+    got = store.read_raw("scene1", ids={samples[0].id}, sources={"path": {"m3.py"}, "chunk_sha256": set()})
+
+    assert set(got) == {samples[0].id, samples[2].id}
+    assert store.read_raw("scene1", ids=set(), sources={"path": set()}) == {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ NUM_PERM = 128
 SHINGLE_WORDS = 3
 LSH_RECALL = 0.7
 _SEED = 1  # fixed: verdicts must not change between rebuilds
+SCHEME = "affine32"  # datasketch's permutation scheme, named so a library upgrade cannot change it silently
 _NON_WORD = re.compile(r"[^\w\s]+")
 
 
@@ -26,7 +27,10 @@ _NON_WORD = re.compile(r"[^\w\s]+")
 class Candidate:
     id: str
     scene: str  # texts are only compared within a scene: a question never duplicates a design proposal
-    text: str  # what makes a sample itself: question + answer, or requirement + proposal summary
+    # What makes a sample itself (question + answer, or requirement + proposal summary), or how to read it:
+    # with `digest` kept from an earlier run, a text is read only when LSH pairs it with another.
+    text: str | Callable[[], str]
+    digest: str | None = None  # text_digest(normalise(text))
 
 
 def normalise(text: str) -> str:
@@ -58,6 +62,23 @@ def text_digest(normalised: str) -> str:
     return hashlib.sha1(normalised.encode("utf-8")).hexdigest()
 
 
+def lsh_bands(threshold: float) -> tuple[int, int]:
+    """(bands, rows per band) that datasketch's MinHashLSH picks for this Jaccard threshold.
+
+    The default threshold's pair is written down (tests/test_quality.py checks it against datasketch), so
+    a run with no new text to hash never imports datasketch and scipy (~0.4 s)."""
+    key = round(threshold, 6)
+    if key not in _BANDS:
+        from datasketch import MinHashLSH
+
+        lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+        _BANDS[key] = (lsh.b, lsh.r)
+    return _BANDS[key]
+
+
+_BANDS: dict[float, tuple[int, int]] = {0.56: (21, 6)}  # 0.8 (the default) × LSH_RECALL
+
+
 def deduplicate(candidates: Sequence[Candidate], threshold: float,
                 signatures: MutableMapping[str, tuple[str, Any]] | None = None) -> dict[str, tuple[str, str]]:
     """{dropped id: (reason, detail)} for candidates given best first; the first of each group is kept.
@@ -67,56 +88,97 @@ def deduplicate(candidates: Sequence[Candidate], threshold: float,
     "scheme:digest", MinHash hash values)}, kept by the caller between runs) spares hashing texts seen before;
     entries for new or changed texts are added to it.
     """
-    # datasketch pulls in scipy (~0.5 s): imported only when there is something to compare.
-    from datasketch import LeanMinHash, MinHash, MinHashLSH
+    import numpy as np
+
+    texts: dict[str, str] = {}  # normalised, read only for exact digests missing and pairs LSH proposes
+
+    def normalised(candidate: Candidate) -> str:
+        if candidate.id not in texts:
+            texts[candidate.id] = normalise(candidate.text() if callable(candidate.text) else candidate.text)
+        return texts[candidate.id]
 
     dropped: dict[str, tuple[str, str]] = {}
     exact: dict[tuple[str, str], str] = {}
-    indexes: dict[str, MinHashLSH] = {}
-    kept_texts: dict[str, str] = {}
-    grams_of: dict[str, set[str]] = {}  # shingles, made only for pairs LSH proposes
-    template: MinHash | None = None
-
-    def grams(sample_id: str, normalised: str) -> set[str]:
-        if sample_id not in grams_of:
-            grams_of[sample_id] = _grams(normalised)
-        return grams_of[sample_id]
-
+    unique: list[tuple[Candidate, str]] = []
     for candidate in candidates:
-        normalised = normalise(candidate.text)
-        key = (candidate.scene, normalised)
+        digest = candidate.digest or text_digest(normalised(candidate))
+        key = (candidate.scene, digest)
         if key in exact:
             dropped[candidate.id] = ("duplicate", f"same text as {exact[key]}")
             continue
         exact[key] = candidate.id
-        known = signatures.get(candidate.id) if signatures is not None else None
-        digest = text_digest(normalised)
-        scheme, _, kept_digest = known[0].partition(":") if known is not None else ("", "", "")
-        if known is not None and kept_digest == digest:
-            # Lean: no permutations to draw (MinHash(hashvalues=...) draws them again, ~0.2 ms each). The
-            # stored values carry no scheme of their own, and datasketch insists on being told it.
-            signature = LeanMinHash(seed=_SEED, hashvalues=known[1], scheme=scheme)
-        else:
-            # The permutations depend only on the seed: drawn once, shared by every new signature.
-            template = template or MinHash(num_perm=NUM_PERM, seed=_SEED)
-            signature = MinHash(num_perm=NUM_PERM, seed=_SEED, permutations=template.permutations,
-                                scheme=template.scheme)
-            signature.update_batch([g.encode("utf-8") for g in sorted(_grams(normalised))])
-            if signatures is not None:
-                signatures[candidate.id] = (f"{signature.scheme}:{digest}", signature.hashvalues)
-        lsh = indexes.get(candidate.scene)
-        if lsh is None:
-            # LSH is only the candidate filter, set well below the threshold so pairs just above it are
-            # not missed; the exact Jaccard of the shingles decides.
-            lsh = indexes[candidate.scene] = MinHashLSH(threshold=min(threshold, 0.99) * LSH_RECALL, num_perm=NUM_PERM)
+        unique.append((candidate, digest))
+    if len(unique) < 2:
+        return dropped
+
+    values = _signatures(unique, signatures, normalised)
+    bands, rows = lsh_bands(min(threshold, 0.99) * LSH_RECALL)
+    # LSH is only the candidate filter, set well below the threshold so pairs just above it are not missed.
+    # Two texts are paired when all `rows` values of some band agree (what MinHashLSH.query finds); the bands
+    # are grouped for all candidates at once, so only those sharing a band with another are visited one by one.
+    scenes = np.array([c.scene for c, _ in unique])
+    groups = np.empty((len(unique), bands), dtype=np.int64)
+    for band in range(bands):
+        block = np.ascontiguousarray(values[:, band * rows:(band + 1) * rows])
+        keys = block.view(np.dtype((np.void, block.dtype.itemsize * rows))).ravel()
+        _, groups[:, band] = np.unique(keys, return_inverse=True)
+    # Different scenes never pair: a scene's own offset keeps their groups apart.
+    for offset, scene in enumerate(sorted(set(scenes.tolist()))):
+        groups[scenes == scene] += offset * len(unique)
+    shared = np.zeros(len(unique), dtype=bool)
+    for band in range(bands):
+        shared |= np.bincount(groups[:, band])[groups[:, band]] > 1
+
+    kept_in: list[dict[int, list[str]]] = [{} for _ in range(bands)]  # per band: group -> kept ids
+    grams_of: dict[str, set[str]] = {}  # shingles, made only for pairs LSH proposes
+    for position in np.flatnonzero(shared).tolist():
+        candidate = unique[position][0]
+        row = groups[position].tolist()
+        others = sorted({other for band, group in enumerate(row) for other in kept_in[band].get(group, ())})
         best: tuple[float, str] | None = None
-        for other in sorted(lsh.query(signature)):
-            similarity = jaccard(grams(candidate.id, normalised), grams(other, kept_texts[other]))
+        for other in others:
+            similarity = jaccard(_shingles_of(candidate.id, normalised(candidate), grams_of), grams_of[other])
             if similarity >= threshold and (best is None or similarity > best[0]):
                 best = (similarity, other)
         if best is not None:
             dropped[candidate.id] = ("near_duplicate", f"{best[0]:.2f} similar to {best[1]}")
             continue
-        lsh.insert(candidate.id, signature)
-        kept_texts[candidate.id] = normalised
+        _shingles_of(candidate.id, normalised(candidate), grams_of)
+        for band, group in enumerate(row):
+            kept_in[band].setdefault(group, []).append(candidate.id)
     return dropped
+
+
+def _shingles_of(sample_id: str, normalised: str, grams_of: dict[str, set[str]]) -> set[str]:
+    if sample_id not in grams_of:
+        grams_of[sample_id] = _grams(normalised)
+    return grams_of[sample_id]
+
+
+def _signatures(unique: Sequence[tuple[Candidate, str]], signatures: MutableMapping[str, tuple[str, Any]] | None,
+                normalised: Callable[[Candidate], str]) -> Any:
+    """The (candidates × NUM_PERM) MinHash values: kept ones whose text digest still matches, else hashed."""
+    import numpy as np
+
+    values = np.empty((len(unique), NUM_PERM), dtype=np.uint64)
+    missing = []
+    for position, (candidate, digest) in enumerate(unique):
+        known = signatures.get(candidate.id) if signatures is not None else None
+        if known is not None and known[0] == f"{SCHEME}:{digest}":
+            values[position] = known[1]
+        else:
+            missing.append(position)
+    if missing:
+        # datasketch pulls in scipy (~0.4 s): imported only when there is something new to hash.
+        from datasketch import MinHash
+
+        # The permutations depend only on the seed: drawn once, shared by every new signature.
+        template = MinHash(num_perm=NUM_PERM, seed=_SEED, scheme=SCHEME)
+        for position in missing:
+            candidate, digest = unique[position]
+            signature = MinHash(num_perm=NUM_PERM, seed=_SEED, permutations=template.permutations, scheme=SCHEME)
+            signature.update_batch([g.encode("utf-8") for g in sorted(_grams(normalised(candidate)))])
+            values[position] = signature.hashvalues
+            if signatures is not None:
+                signatures[candidate.id] = (f"{SCHEME}:{digest}", signature.hashvalues)
+    return values

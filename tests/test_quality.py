@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from codefactory import pipeline
+from codefactory import dedup
 from codefactory.dedup import Candidate, deduplicate, normalise
 from codefactory.grounding import RepoIndex, identifiers_in, scene1_flags
 from codefactory.models import Sample, SourceFile
@@ -123,6 +124,37 @@ def test_dedup_keeps_the_better_grounded_sample_deterministically() -> None:
                   Candidate("x3", "scene2", "hello world it works")]
     assert deduplicate(candidates, 0.8) == {"x2": ("duplicate", "same text as x1")}
     assert normalise("A  `b`—C!") == "a b c"
+
+
+def test_near_duplicates_with_kept_signatures_read_only_the_texts_lsh_pairs() -> None:
+    base = ("the scheduler retries a failed job three times with exponential backoff before it marks the job "
+            "as dead and notifies the owner by email; the owner can then requeue it from the dashboard, which "
+            "resets its attempt counter and clears the last error so the next run starts from a clean state")
+    texts = {"a": base, "b": base.replace("three", "four"), "c": "invoices are rendered to pdf once a month",
+             "d": "a cache entry expires after ten minutes unless it is touched again", "e": "x " * 3}
+    signatures: dict = {}
+    eager = deduplicate([Candidate(i, "scene1", t) for i, t in texts.items()], 0.8, signatures)
+    assert eager == {"b": ("near_duplicate", f"{dedup.jaccard(dedup.shingles(texts['a']), dedup.shingles(texts['b'])):.2f} similar to a")}
+    assert set(signatures) == set(texts)
+
+    read: list[str] = []
+
+    def reader(sample_id: str):
+        return lambda: read.append(sample_id) or texts[sample_id]
+
+    lazy = [Candidate(i, "scene1", reader(i), dedup.text_digest(normalise(t))) for i, t in texts.items()]
+    assert deduplicate(lazy, 0.8, signatures) == eager
+    assert sorted(read) == ["a", "b"]  # the pair LSH proposed; no other text was needed
+    # The same texts in another scene never pair with these.
+    assert deduplicate([Candidate("a", "scene1", texts["a"]), Candidate("b", "scene2", texts["b"])], 0.8) == {}
+
+
+def test_default_lsh_bands_are_the_ones_datasketch_picks() -> None:
+    from datasketch import MinHashLSH
+
+    threshold = QualitySettings().near_duplicate_threshold * dedup.LSH_RECALL
+    lsh = MinHashLSH(threshold=threshold, num_perm=dedup.NUM_PERM)
+    assert dedup._BANDS[round(threshold, 6)] == (lsh.b, lsh.r)
 
 
 def test_check_helpers() -> None:

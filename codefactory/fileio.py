@@ -10,7 +10,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 # Test hook for the crash tests (tests/test_reliability.py): `CODEFACTORY_TEST_KILL_AT=<point>[#n]` SIGKILLs
 # the process the n-th time (default 1st) it reaches <point>, which is `before-replace:<file name>` (a whole
@@ -31,11 +31,16 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic_write(path, lambda handle: handle.write(text))
 
 
-def _atomic_write(path: Path, write: Callable[[TextIO], object]) -> None:
+def atomic_write_bytes(path: Path, parts: Iterable[bytes | memoryview]) -> None:
+    """Like atomic_write_text, for bytes in pieces: slices of a large file are written without a copy."""
+    _atomic_write(path, lambda handle: handle.writelines(parts), binary=True)
+
+
+def _atomic_write(path: Path, write: Callable[[Any], object], *, binary: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="\n")) as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())

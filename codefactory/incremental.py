@@ -10,7 +10,6 @@ the one-version-per-run changelog all apply as in a build.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,9 +17,9 @@ from typing import Any
 
 from codefactory import pipeline
 from codefactory.chunk import chunk_files
+from codefactory.chunk_index import ChunkIndex
 from codefactory.dirtree import render_tree
 from codefactory.errors import RevisionError
-from codefactory.fileio import atomic_write_json
 from codefactory.gitrepo import GitRepo
 from codefactory.models import Chunk, SourceFile
 from codefactory.pipeline import RunReport, Snapshot, Workspace
@@ -125,6 +124,7 @@ class Plan:
     moved: dict[str, dict[str, Any]] = field(default_factory=dict)
     carry: Pending = field(default_factory=lambda: {"scene1": [], "scene2": []})
     full_snapshot: Snapshot | None = None  # set when every file was rescanned
+    index: ChunkIndex | None = None  # chunks.json as at `since`; None when there is none
 
     def affected(self, path: str) -> bool:
         return self.rescanned is None or path in self.rescanned
@@ -161,7 +161,7 @@ def _chunk(ws: Workspace, files: Sequence[SourceFile]) -> list[Chunk]:
 def plan_update(ws: Workspace, store: DatasetStore, since: str | None, until: str) -> Plan:
     """Decide what to keep, move, retire and generate; `since=None` treats every file as changed."""
     pending = store.pending()
-    index = _read_chunk_index(ws)
+    index = ChunkIndex.read(ws.out / "chunks.json")
     renames: dict[str, str] = {}
     full_snapshot: Snapshot | None = None
     if since is not None:
@@ -179,7 +179,7 @@ def plan_update(ws: Workspace, store: DatasetStore, since: str | None, until: st
         full_snapshot = pipeline.take_snapshot(ws, until)
         tree = _Tree(ws, until, full_snapshot)
         plan = Plan(since, until, full_snapshot, None, full_snapshot.chunks, full_snapshot=full_snapshot)
-        old_shas = {c["sha256"] for c in index or []}
+        old_shas = index.shas() if index is not None else set()
     else:
         # Files holding pending work are rescanned too, so that work can be found and picked up.
         pending_paths = {e["path"] for e in pending["scene1"]}
@@ -191,8 +191,9 @@ def plan_update(ws: Workspace, store: DatasetStore, since: str | None, until: st
         plan = Plan(since, until, snapshot, rescanned, chunks)
         old_shas = {c.sha256 for c in _chunk(ws, _scan(ws, since, old_paths).files)} if old_paths else set()
         old_shas |= {c.sha256 for c in chunks if c.path not in new_paths}  # rescanned for pending work only
+    plan.index = index
     live = store.live()
-    _plan_scene1(plan, store, live, index, old_shas, pending)
+    _plan_scene1(plan, store, live, old_shas, pending)
     _plan_scene2(ws, plan, store, live, tree, renames, pending)
     return plan
 
@@ -200,16 +201,10 @@ def plan_update(ws: Workspace, store: DatasetStore, since: str | None, until: st
 _EMPTY_SKELETON = Skeleton(tree="", files=[], centrality={}, token_count=0, omitted=[])
 
 
-def _plan_scene1(plan: Plan, store: DatasetStore, live: LiveSet, index: list[dict[str, Any]] | None,
-                 old_shas: set[str], pending: Pending) -> None:
+def _plan_scene1(plan: Plan, store: DatasetStore, live: LiveSet, old_shas: set[str], pending: Pending) -> None:
     by_sha: dict[str, list[Chunk]] = {}
     for chunk in plan.chunks:
         by_sha.setdefault(chunk.sha256, []).append(chunk)
-    # Identical text elsewhere in an untouched file still holds the sample (same text, same sample id).
-    spare: dict[str, list[dict[str, Any]]] = {}
-    for entry in index or []:
-        if not plan.affected(entry["path"]):
-            spare.setdefault(entry["sha256"], []).append(entry)
 
     # Only samples in a rescanned file, or of a rescanned chunk's text, matter: a large log is parsed just for those.
     if plan.rescanned is None:
@@ -218,6 +213,13 @@ def _plan_scene1(plan: Plan, store: DatasetStore, live: LiveSet, index: list[dic
         raw = store.read_raw("scene1", ids=set(live.moved), sources={
             "path": plan.rescanned, "chunk_sha256": {c.sha256 for c in plan.chunks}})
     current = {i: live.moved.get(i, raw[i].source) for i in live.ids() if i in raw}
+    # Identical text elsewhere in an untouched file still holds the sample (same text, same sample id).
+    spare: dict[str, list[dict[str, Any]]] = {}
+    if plan.rescanned is not None and plan.index is not None:
+        lost = {s["chunk_sha256"] for s in current.values() if plan.affected(s["path"])} - set(by_sha)
+        for entry in plan.index.with_sha(lost):
+            if not plan.affected(entry["path"]):
+                spare.setdefault(entry["sha256"], []).append(entry)
     for sample_id, source in current.items():
         if not plan.affected(source["path"]):
             continue
@@ -323,23 +325,11 @@ def _surface(named: Iterable[tuple[str, SourceFile]]) -> str:
                     omitted=[]).slice(s.path for s in symbols)
 
 
-def _read_chunk_index(ws: Workspace) -> list[dict[str, Any]] | None:
-    try:
-        data = json.loads((ws.out / "chunks.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, list) else None
-
-
 def _update_chunk_index(ws: Workspace, plan: Plan) -> Path | None:
     """Patch the rescanned files' chunks into chunks.json, which then equals what `chunk` would write."""
     if plan.full_snapshot is not None:
         return pipeline.write_chunks(ws, plan.full_snapshot)
-    index = _read_chunk_index(ws)
-    if index is None:
+    if plan.index is None:
         return None  # never written (a Scene-2-only dataset): a partial index would mislead
-    entries = [e for e in index if not plan.affected(e["path"])] + [c.to_dict() for c in plan.chunks]
-    entries.sort(key=lambda e: e["path"])  # stable: each file's chunks stay in line order
-    path = ws.out / "chunks.json"
-    atomic_write_json(path, entries)
-    return path
+    plan.index.write_patched(plan.rescanned or (), [c.to_dict() for c in plan.chunks])
+    return plan.index.path

@@ -1,0 +1,23 @@
+"""Whole-file writes: the bytes json would give, replaced atomically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from codefactory.fileio import atomic_write_bytes, atomic_write_json
+
+
+def test_json_is_written_as_json_dumps_indented_would(tmp_path: Path) -> None:
+    data = {"chunks": [{"id": f"a.py::f{i}", "text": f"é\U0001f600\"\\\n{i}", "n": i, "x": None, "f": 0.5,
+                        "nested": {"flags": [True, False], "empty": {}}} for i in range(3000)], "": []}
+    atomic_write_json(tmp_path / "out.json", data)
+    assert (tmp_path / "out.json").read_text(encoding="utf-8") == json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"], "no temp file left behind"
+
+
+def test_bytes_in_pieces_replace_the_file(tmp_path: Path) -> None:
+    target = tmp_path / "chunks.json"
+    target.write_text("old")
+    atomic_write_bytes(target, [b"[\n", memoryview(b"xx12345")[2:], b"\n]\n"])
+    assert target.read_bytes() == b"[\n12345\n]\n"

@@ -3,12 +3,19 @@
 A definition that fits `max_tokens` is one chunk; a larger class is split into a header chunk and its
 members; a larger function into line-window parts (`path::Sym#part2`). Code between definitions becomes
 `module` chunks; tiny siblings are merged. Files without a grammar (or whose parse fails) are cut into
-line windows. Each candidate's tokens are counted once, and the output depends only on the input.
+line windows. The output depends only on the input.
+
+Boundaries are content-defined: windows start at rows chosen by their own text, and long runs of tiny
+siblings break at pieces chosen by their names, never by counting from the top of the file. An edit
+changes the chunks it falls in and leaves the others' text alone, so Scene-1 (cached by chunk text)
+asks again only about code that changed (issue 7).
 """
 
 from __future__ import annotations
 
 import hashlib
+import zlib
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
@@ -19,6 +26,9 @@ from .tokens import count_tokens, count_tokens_upto
 _PUNCTUATION_ONLY = frozenset("{}()[];, \t\r")
 _ENCODE_CHARS = 100_000
 _MAX_CHARS_PER_TOKEN = 16  # beyond this many characters per allowed token, a span cannot fit  # the encoder refuses inputs over 1M chars / 200k tokens
+_REACH_DIVISOR = 3  # a window starts at a row that beats the rows within window_lines / 3 on either side
+_GROUP_REACH_DIVISOR = 4  # a run of tiny pieces breaks at a piece that beats those within max_tokens / 4
+_BLOCK_ENDS = frozenset({"}", "};", "},", ")", "),", "]", "],", "end", "fi", "done", "esac"})
 
 
 def _count(text: str) -> int:
@@ -26,6 +36,28 @@ def _count(text: str) -> int:
     if len(text) <= _ENCODE_CHARS:
         return count_tokens(text)
     return sum(count_tokens(text[i : i + _ENCODE_CHARS]) for i in range(0, len(text), _ENCODE_CHARS))
+
+
+def _peaks(keys: list[int], reach: int) -> list[int]:
+    """Indexes whose key (>= 0) beats every key within `reach` on either side; of equal keys, the first.
+
+    A sliding maximum over windows of 2 * reach + 1 keys: linear in len(keys).
+    """
+    peaks: list[int] = []
+    window: deque[int] = deque()  # indexes of decreasing keys; equal keys keep the first
+    for right in range(len(keys) + reach):
+        if right < len(keys):
+            while window and keys[window[-1]] < keys[right]:
+                window.pop()
+            window.append(right)
+        center = right - reach
+        if center < 0:
+            continue
+        while window[0] < center - reach:
+            window.popleft()
+        if window[0] == center and keys[center] >= 0:
+            peaks.append(center)
+    return peaks
 
 
 @dataclass
@@ -181,10 +213,102 @@ class _Chunker:
     # -- windows -------------------------------------------------------------------------------
     def windowed(self, kind: str, symbol: str, lo: int, hi: int, *, name: str,
                  mergeable: bool = False) -> list[_Piece]:
-        """Rows lo..hi as line windows of at most window_lines lines and max_tokens tokens.
+        """Rows lo..hi as windows of at most window_lines lines and max_tokens tokens.
 
         Named windows are parts of one definition ("Sym#part1", ...); unnamed ones get window ids.
+        Windows end where the content says (see `spans`), not at multiples of a length: an edit
+        changes the window it falls in, not every window after it.
         """
+        pieces: list[_Piece] = []
+        for start, end, tokens in self.spans(lo, hi, definition=bool(name)):
+            if tokens is not None:
+                pieces.append(_Piece(kind, symbol, start, end, tokens, mergeable=mergeable))
+            else:  # no boundary left to cut at: one over-long line, or lines too dense to split by content
+                pieces.extend(self.fixed_windows(kind, symbol, start, end, mergeable))
+        if name:
+            for number, piece in enumerate(pieces, 1):
+                piece.name = f"{name}#part{number}" if len(pieces) > 1 else name
+        return pieces
+
+    def spans(self, lo: int, hi: int, definition: bool) -> list[tuple[int, int, int | None]]:
+        """Content-defined windows of rows lo..hi: (start, end, tokens), tokens None when it does not fit.
+
+        A row starts a window when its cut key is the largest within `reach` rows on either side
+        (local maxima): whether a row is a cut depends only on the rows around it, so an insertion
+        moves the cuts near it and no others. Spans that are still too big are halved at their
+        strongest row (`halve`), which depends only on the span itself.
+        """
+        lo, hi = self.trim(lo, hi)
+        if lo > hi:
+            return []
+        tokens = self.fits(lo, hi)
+        if tokens is not None:
+            return [(lo, hi, tokens)]
+        # The outer indentation of the span's statements: a definition's body, or the file's own.
+        outer = self.indent(lo)
+        base = min((self.indent(r) for r in range(lo + 1, hi + 1) if self.indent(r) > outer and not self.blank(r)),
+                   default=outer) if definition else outer
+        reach = max(1, self.window_lines // _REACH_DIVISOR)
+        # Rows within `reach` of the span's ends never start a window: no short window at either end.
+        keys = [self.cut_key(row, base) if lo + reach <= row <= hi + 1 - reach and not self.blank(row) else -1
+                for row in range(lo, hi + 1)]
+        bounds = [lo, *(lo + i for i in _peaks(keys, reach)), hi + 1]
+        out: list[tuple[int, int, int | None]] = []
+        for start, stop in zip(bounds, bounds[1:]):
+            out.extend(self.halve(start, stop - 1, base))
+        return out
+
+    def halve(self, lo: int, hi: int, base: int) -> list[tuple[int, int, int | None]]:
+        """Rows lo..hi, cut at their strongest row in the middle half until every part fits."""
+        lo, hi = self.trim(lo, hi)
+        if lo > hi:
+            return []
+        tokens = self.fits(lo, hi)
+        if tokens is not None:
+            return [(lo, hi, tokens)]
+        quarter = max(1, (hi - lo + 1) // 4)  # keeps both halves at least a quarter: few tiny parts
+        rows = [r for r in range(lo + quarter, hi + 2 - quarter) if not self.blank(r)]
+        if not rows:
+            return [(lo, hi, None)]
+        # The best kind of row first, then the most even halves: the span's own ends are content-defined,
+        # so an edit elsewhere leaves its halves alone.
+        middle = lo + hi + 1
+        cut = max(rows, key=lambda r: (self.cut_key(r, base) >> 32, -abs(2 * r - middle), self.cut_key(r, base)))
+        return self.halve(lo, cut - 1, base) + self.halve(cut, hi, base)
+
+    def fits(self, start: int, end: int) -> int | None:
+        """The tokens of rows start..end when they fit window_lines and max_tokens, else None."""
+        if end - start + 1 > self.window_lines:
+            return None
+        if sum(len(self.lines[r]) + 1 for r in range(start, end + 1)) > self.max * _MAX_CHARS_PER_TOKEN:
+            return None
+        tokens = self.count_upto(start, end)
+        return tokens if tokens <= self.max else None
+
+    def indent(self, row: int) -> int:
+        line = self.lines[row]
+        return len(line) - len(line.lstrip())
+
+    def cut_key(self, row: int, base: int) -> int:
+        """How good a place to start a window `row` is, from its own text and the row above only.
+
+        Rows after a blank line (paragraphs, blocks of statements), after a closing bracket, and at
+        the span's outer indentation come first; a hash of the row orders the rest, so rows are
+        chosen by content, never by position (of equal rows, the first).
+        """
+        line, above = self.lines[row], self.lines[row - 1]
+        score = 0
+        if not above.strip():
+            score += 2
+        elif above.strip() in _BLOCK_ENDS:
+            score += 1
+        if self.indent(row) <= base:
+            score += 1
+        digest = zlib.crc32(line.encode("utf-8", "surrogatepass"))
+        return score << 32 | digest
+
+    def fixed_windows(self, kind: str, symbol: str, lo: int, hi: int, mergeable: bool) -> list[_Piece]:
+        """Rows lo..hi as equal line windows shrunk until they fit; one over-long line sliced."""
         pieces: list[_Piece] = []
         # equal windows: 130 rows with window_lines=60 become 44+44+42, not 60+60+10
         windows = -(-(hi - lo + 1) // self.window_lines)
@@ -210,9 +334,6 @@ class _Chunker:
             else:
                 pieces.append(_Piece(kind, symbol, start, end, tokens, mergeable=mergeable))
             start = end + 1
-        if name:
-            for number, piece in enumerate(pieces, 1):
-                piece.name = f"{name}#part{number}" if len(pieces) > 1 else name
         return pieces
 
     def char_cap(self, start: int, end: int) -> int:
@@ -255,12 +376,16 @@ class _Chunker:
         out: list[_Piece | _Group] = []
         group: _Group | None = None
         small = self.max // 2
-        for item in items:
+        anchors = self.anchors(items)
+        for index, item in enumerate(items):
             if isinstance(item, _Piece) and item.mergeable:
                 if group is not None:
                     joint = group.tokens + item.tokens + self.between(group.pieces[-1].end, item.start)
                     tiny = group.tokens < self.min or item.tokens < self.min
-                    if tiny and group.tokens <= small and item.tokens <= small and joint <= self.max:
+                    # Inside a run of tiny pieces an anchor closes a group that is big enough on its own,
+                    # so the run is grouped the same way before and after an edit further up.
+                    anchored = index in anchors and group.tokens >= self.min and group.pieces[-1].tokens < self.min
+                    if tiny and not anchored and group.tokens <= small and item.tokens <= small and joint <= self.max:
                         group.pieces.append(item)
                         group.tokens = joint
                         continue
@@ -274,6 +399,52 @@ class _Chunker:
         if group is not None:
             out.append(group.pieces[0] if len(group.pieces) == 1 else group)
         return out
+
+    def anchors(self, items: list[_Piece | _Group]) -> set[int]:
+        """Indexes of the tiny pieces that may start a group, chosen by content alone.
+
+        A tiny piece is an anchor when the hash of its name beats every other tiny piece that starts
+        within max_tokens / 4 tokens of it (local maxima, as for windows). Without anchors a long run of
+        tiny pieces is cut greedily where groups fill up, and one piece added near the top of the run
+        shifts every group below it.
+        """
+        reach = max(1, self.max // _GROUP_REACH_DIVISOR)
+        starts: list[int] = []
+        keys: list[int] = []
+        position = 0
+        for item in items:
+            starts.append(position)
+            position += item.tokens
+            if isinstance(item, _Piece) and item.mergeable and item.tokens < self.min:
+                # By name first, so an edit to the body of a definition does not move the anchors.
+                text = (item.text if item.text is not None else self.text(item.start, item.end)).encode("utf-8", "surrogatepass")
+                name = item.symbol.encode("utf-8", "surrogatepass") if item.symbol else text
+                keys.append(zlib.crc32(name) << 32 | zlib.crc32(text))
+            else:
+                keys.append(-1)
+        # A run of tiny pieces that fits one group is merged whole as before: no anchors in it.
+        run_start = 0
+        for index in range(len(keys) + 1):
+            if index < len(keys) and keys[index] >= 0:
+                continue
+            if sum(item.tokens for item in items[run_start:index]) <= self.max // 2:
+                keys[run_start:index] = [-1] * (index - run_start)
+            run_start = index + 1
+        anchors: set[int] = set()
+        for index, key in enumerate(keys):
+            if key < 0:
+                continue
+            before = index - 1
+            while before >= 0 and starts[index] - starts[before] <= reach and keys[before] < key:
+                before -= 1
+            if before >= 0 and starts[index] - starts[before] <= reach:
+                continue  # an equal or larger key shortly before: of equal keys the first wins
+            after = index + 1
+            while after < len(keys) and starts[after] - starts[index] <= reach and keys[after] <= key:
+                after += 1
+            if after == len(keys) or starts[after] - starts[index] > reach:
+                anchors.add(index)
+        return anchors
 
     def between(self, end: int, start: int) -> int:
         """Tokens of the rows separating two merged pieces (blank lines, dropped imports or braces)."""

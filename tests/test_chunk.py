@@ -22,8 +22,8 @@ SPLIT = {
         ("#L1-L11", "module", "", 1, 11),
         ("::LineItem", "class", "LineItem", 14, 24),
         ("::OrderService+OrderService.__init__", "class", "OrderService, OrderService.__init__", 27, 37),
-        ("::OrderService.place#part1", "method", "OrderService.place", 39, 44),
-        ("::OrderService.place#part2", "method", "OrderService.place", 45, 48),
+        ("::OrderService.place#part1", "method", "OrderService.place", 39, 43),
+        ("::OrderService.place#part2", "method", "OrderService.place", 44, 48),
         ("::OrderService.cancel", "method", "OrderService.cancel", 50, 57),
         ("::OrderService.status+OrderService.count", "method", "OrderService.status, OrderService.count", 59, 60),
         ("::parse_sku", "function", "parse_sku", 63, 68),
@@ -33,8 +33,8 @@ SPLIT = {
         ("#L1-L10", "module", "", 1, 10),
         ("::Order+Store", "class", "Order, Store", 12, 24),
         ("::Order.Total", "method", "Order.Total", 26, 33),
-        ("::Place#part1", "function", "Place", 35, 40),
-        ("::Place#part2", "function", "Place", 41, 45),
+        ("::Place#part1", "function", "Place", 35, 39),
+        ("::Place#part2", "function", "Place", 40, 45),
     ],
     "rust": [
         ("::Order", "class", "Order", 1, 11),
@@ -177,12 +177,16 @@ def test_parts_stay_under_max_tokens_when_lines_are_long() -> None:
 
 def test_text_files_fall_back_to_line_windows() -> None:
     yaml = "".join(f"key_{i}: value {i}\n" for i in range(130))
-    chunks = chunk_file(SourceFile("config/settings.yaml", "text", yaml, ""))
-    assert [(c.id, c.kind, c.symbol) for c in chunks] == [
-        ("config/settings.yaml#L1-L44", "window", ""),
-        ("config/settings.yaml#L45-L88", "window", ""),
-        ("config/settings.yaml#L89-L130", "window", ""),
-    ]
+    file = SourceFile("config/settings.yaml", "text", yaml, "")
+    chunks = chunk_file(file)
+    _check_invariants(file, chunks, 800)
+    assert all(c.kind == "window" and c.symbol == "" for c in chunks)
+    assert [c.id for c in chunks] == [f"config/settings.yaml#L{c.start_line}-L{c.end_line}" for c in chunks]
+    assert chunks[0].start_line == 1 and chunks[-1].end_line == 130
+    assert all(b.start_line == a.end_line + 1 for a, b in zip(chunks, chunks[1:])), "windows cover the file"
+    # at most window_lines lines, and no window shorter than a third of it: 130 lines make 3 to 5 windows
+    assert all(20 <= c.end_line - c.start_line + 1 <= 60 for c in chunks)
+    assert 3 <= len(chunks) <= 5
     markdown = "# Shop\n\n" + "\n\n".join(f"## Section {i}\n\n" + "Some prose about orders. " * 30 for i in range(12))
     file = SourceFile("docs/guide.md", "text", markdown, "")
     windows = chunk_file(file, max_tokens=300)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import keyword
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -190,13 +190,13 @@ def meaningful(names: Iterable[str]) -> set[str]:
     return {n for n in names if n not in LANGUAGE_NAMES and n.lower() not in _PROSE and len(n) > 2}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Scene1Citations:
     """What a Scene-1 answer cites, found without the repository: only `lookups` and `paths` need the index,
     so a verdict can be kept per sample and replayed against a later commit's index (quality_cache.py)."""
 
-    lookups: tuple[str, ...]  # cited names the chunk does not hold: unknown unless the repository has them
-    paths: tuple[str, ...]  # cited file paths
+    lookups: Sequence[str]  # cited names the chunk does not hold: unknown unless the repository has them
+    paths: Sequence[str]  # cited file paths
     named: int  # the chunk's own identifiers the answer uses
     ungrounded: bool  # the chunk has identifiers and the answer names none of them
 

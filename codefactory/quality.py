@@ -10,21 +10,25 @@ byte-identical files; `quality.json` records them for `stats`, `export` and `rep
 from __future__ import annotations
 
 import json
+import zlib
 from collections import Counter
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from codefactory import __version__
-from codefactory.dedup import Candidate, deduplicate
+from codefactory.cache import cache_key
+from codefactory.dedup import Candidate, deduplicate, normalise, text_digest
 from codefactory.errors import ConfigError
-from codefactory.fileio import atomic_write_json
-from codefactory.grounding import RepoIndex, identifiers_in, meaningful, scene1_flags, scene2_flags
+from codefactory.fileio import atomic_write_text, complete_lines
+from codefactory.grounding import (RepoIndex, Scene1Citations, identifiers_in, meaningful, scene1_citations,
+                                   scene1_grounding, scene2_flags)
 from codefactory.models import Sample
-from codefactory.quality_cache import SignatureStore, repo_index_at
+from codefactory.quality_cache import FactStore, SignatureStore, repo_index_at
 from codefactory.sft import to_sft
-from codefactory.store import SCENES, DatasetStore
+from codefactory.store import SCENES, DatasetStore, LiveSet
+from codefactory.store import _line_id as line_id
 from codefactory.validate import text_fields, validate
 
 if TYPE_CHECKING:
@@ -137,34 +141,99 @@ def live_samples(store: DatasetStore) -> list[tuple[Sample, int]]:
     return result
 
 
+@dataclass(slots=True)  # not frozen: a frozen dataclass is slow to build, and a run builds one per sample
+class Facts:
+    """What a Scene-1 verdict needs that no commit can change, kept per sample between runs
+    (quality_cache.FactStore): its validation, what it cites, its judge score and its dedup text digest."""
+
+    failure: tuple[str, str] | None
+    citations: Scene1Citations
+    judge: float | None
+    digest: str
+    language: str  # the source language validation saw: a move to another language asks again
+
+    def to_row(self) -> list[Any]:
+        c = self.citations
+        return [self.failure, c.lookups, c.paths, c.named, c.ungrounded, self.judge, self.digest, self.language]
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> "Facts":
+        failure, lookups, paths, named, ungrounded, judge, digest, language = row
+        return cls(tuple(failure) if failure else None, Scene1Citations(lookups, paths, named, ungrounded),
+                   judge, digest, language)
+
+
+def scene1_facts(sample: Sample, settings: QualitySettings) -> Facts:
+    content = sample.content
+    code = sample.input.get("code", "")
+    return Facts(validate(sample, min_trace_steps=settings.min_trace_steps, known=_known_names(sample, RepoIndex())),
+                 scene1_citations(str(content.get("question", "")), str(content.get("answer", "")), code),
+                 _judge_score(sample), text_digest(normalise(dedup_text(sample))), sample.source.get("language", ""))
+
+
+@dataclass
+class _Item:
+    """One live sample on its way to a verdict: Scene-1 by its facts, Scene-2 (few, and index-bound) whole."""
+
+    id: str
+    scene: str
+    text: Callable[[], str]  # the dedup text, read only when LSH pairs it
+    facts: Facts | None = None
+    sample: Sample | None = None
+
+    @classmethod
+    def of(cls, sample: Sample, settings: QualitySettings) -> "_Item":
+        facts = scene1_facts(sample, settings) if sample.scene == "scene1" else None
+        return cls(sample.id, sample.scene, lambda: dedup_text(sample), facts, None if facts else sample)
+
+
 def assess(samples: Sequence[Sample], index: RepoIndex, settings: QualitySettings,
            signatures: MutableMapping[str, tuple[str, Any]] | None = None) -> Assessment:
     """Verdicts of `samples`; `signatures`: MinHash values kept between runs (see dedup.deduplicate)."""
-    verdicts = {s.id: Verdict(s.id, s.scene) for s in samples}
     if not settings.enabled:
-        return Assessment(verdicts, settings)
-    for sample in samples:
-        verdict = verdicts[sample.id]
-        flags, verdict.grounding = _grounding(sample, index)
-        verdict.flags = dict(flags)
-        score = (sample.quality.get("judge") or {}).get("score")
-        verdict.judge = float(score) if isinstance(score, (int, float)) else None
-        failure = validate(sample, min_trace_steps=settings.min_trace_steps, known=_known_names(sample, index))
-        if failure is None and flags and settings.flagged == "drop":
-            failure = flags[0]
-        if failure is None and verdict.judge is not None and verdict.judge < settings.judge_threshold:
-            failure = ("judge_below_threshold", f"judge score {verdict.judge:.2f} < {settings.judge_threshold:g}")
-        if failure is not None:
-            verdict.dropped, verdict.detail = failure
-    order = {s.id: i for i, s in enumerate(samples)}
-    survivors = [s for s in samples if verdicts[s.id].dropped is None]
+        return Assessment({s.id: Verdict(s.id, s.scene) for s in samples}, settings)
+    return _decide([_Item.of(s, settings) for s in samples], index, settings, signatures)
+
+
+def _decide(items: Sequence[_Item], index: RepoIndex, settings: QualitySettings,
+            signatures: MutableMapping[str, tuple[str, Any]] | None) -> Assessment:
+    verdicts = {item.id: _verdict(item, index, settings) for item in items}
+    order = {item.id: i for i, item in enumerate(items)}
+    survivors = [item for item in items if verdicts[item.id].dropped is None]
     # Best first: better grounded, then better judged, then the older sample (stable across versions).
-    survivors.sort(key=lambda s: (-verdicts[s.id].grounding, -(verdicts[s.id].judge or 0.0), order[s.id]))
-    duplicates = deduplicate([Candidate(s.id, s.scene, dedup_text(s)) for s in survivors],
-                             settings.near_duplicate_threshold, signatures)
+    survivors.sort(key=lambda i: (-verdicts[i.id].grounding, -(verdicts[i.id].judge or 0.0), order[i.id]))
+    duplicates = deduplicate([Candidate(i.id, i.scene, i.text, i.facts.digest if i.facts else None)
+                              for i in survivors], settings.near_duplicate_threshold, signatures)
     for sample_id, (reason, detail) in duplicates.items():
         verdicts[sample_id].dropped, verdicts[sample_id].detail = reason, detail
     return Assessment(verdicts, settings)
+
+
+def _verdict(item: _Item, index: RepoIndex, settings: QualitySettings) -> Verdict:
+    verdict = Verdict(item.id, item.scene)
+    if item.facts is not None:
+        flags, verdict.grounding = scene1_grounding(item.facts.citations, index)
+        verdict.judge, failure = item.facts.judge, item.facts.failure
+    else:
+        assert item.sample is not None
+        texts = [text for name, text in text_fields(item.sample) if name != "thinking_trace"]
+        flags, verdict.grounding = scene2_flags(texts, item.sample.source.get("modules", []), index)
+        verdict.judge = _judge_score(item.sample)
+        failure = validate(item.sample, min_trace_steps=settings.min_trace_steps,
+                           known=_known_names(item.sample, index))
+    verdict.flags = dict(flags)
+    if failure is None and flags and settings.flagged == "drop":
+        failure = flags[0]
+    if failure is None and verdict.judge is not None and verdict.judge < settings.judge_threshold:
+        failure = ("judge_below_threshold", f"judge score {verdict.judge:.2f} < {settings.judge_threshold:g}")
+    if failure is not None:
+        verdict.dropped, verdict.detail = failure
+    return verdict
+
+
+def _judge_score(sample: Sample) -> float | None:
+    score = (sample.quality.get("judge") or {}).get("score")
+    return float(score) if isinstance(score, (int, float)) else None
 
 
 def sft_record(sample: Sample, version: int, assessment: Assessment, **options: Any) -> dict[str, Any] | None:
@@ -185,14 +254,6 @@ def dedup_text(sample: Sample) -> str:
     return f"{sample.content.get('requirement', '')}\n{proposal.get('summary', '') if isinstance(proposal, dict) else ''}"
 
 
-def _grounding(sample: Sample, index: RepoIndex) -> tuple[list[tuple[str, str]], float]:
-    if sample.scene == "scene1":
-        return scene1_flags(str(sample.content.get("question", "")), str(sample.content.get("answer", "")),
-                            sample.input.get("code", ""), index)
-    texts = [text for name, text in text_fields(sample) if name != "thinking_trace"]
-    return scene2_flags(texts, sample.source.get("modules", []), index)
-
-
 def _known_names(sample: Sample, index: RepoIndex) -> frozenset[str]:
     """Names a thinking trace should mention: the chunk's identifiers, or the anchor modules' symbols."""
     if sample.scene == "scene1":
@@ -208,16 +269,62 @@ def repo_index(ws: "Workspace", commit: str, snapshot: "Snapshot | None" = None,
 
 def assess_dataset(ws: "Workspace", store: DatasetStore, commit: str, *, snapshot: "Snapshot | None" = None,
                    base: str | None = None) -> Assessment:
-    """Verdicts for the live dataset at `commit`, recorded in quality.json. `snapshot`/`base`: see repo_index."""
+    """Verdicts for the live dataset at `commit`, recorded in quality.json. `snapshot`/`base`: see repo_index.
+
+    A Scene-1 sample whose raw-log line is the one its kept facts were taken from is neither parsed nor
+    checked again: its verdict is replayed against the commit's index, so a small update of a large
+    dataset costs what it changed."""
     settings = QualitySettings.from_config(ws.config)
-    samples = [s for s, _ in live_samples(store)]
-    index = repo_index(ws, commit, snapshot, base) if settings.enabled and samples else RepoIndex()
-    signatures = SignatureStore(ws)
-    assessment = assess(samples, index, settings, signatures.load() if settings.enabled and samples else None)
-    if settings.enabled and samples:
-        signatures.save({s.id for s in samples})
-    atomic_write_json(store.out / QUALITY_FILE, assessment.to_dict())
+    live = store.live()
+    lines = _live_lines(store, live)
+    if not settings.enabled or not lines:
+        assessment = Assessment({i: Verdict(i, scene) for scene, i, _ in lines}, settings)
+    else:
+        facts = FactStore(ws, cache_key(tool=__version__, min_trace_steps=settings.min_trace_steps))
+        kept = facts.load()
+        items, rows = [], {}
+        for scene, sample_id, line in lines:
+            checksum = f"{zlib.crc32(line.encode('utf-8')):08x}:{len(line)}"
+            row = kept.get(sample_id) if scene == "scene1" else None
+            known = Facts.from_row(row[1]) if row is not None and row[0] == checksum else None
+            if known is not None and (live.moved.get(sample_id) or {}).get("language", known.language) == known.language:
+                item = _Item(sample_id, scene, _text_reader(line, live), known)
+            else:
+                item = _Item.of(_parse(line, live), settings)
+            if item.facts is not None:
+                rows[sample_id] = (checksum, item.facts.to_row())
+            items.append(item)
+        signatures = SignatureStore(ws)
+        assessment = _decide(items, repo_index(ws, commit, snapshot, base), settings, signatures.load())
+        signatures.save({item.id for item in items})
+        facts.save(rows)
+    # One C-encoded string, not the indented stream: quality.json is rewritten on every run.
+    atomic_write_text(store.out / QUALITY_FILE, json.dumps(assessment.to_dict(), ensure_ascii=False) + "\n")
     return assessment
+
+
+def _live_lines(store: DatasetStore, live: LiveSet) -> list[tuple[str, str, str]]:
+    """(scene, id, raw-log line) of the live samples in SFT order; an id's latest line is its record."""
+    result = []
+    for scene in SCENES:
+        latest = {}
+        for line in complete_lines(store.raw_path(scene)):
+            sample_id = line_id(line)
+            if sample_id is not None and sample_id in live:
+                latest[sample_id] = line
+        result.extend((scene, i, latest[i]) for i in live.ids() if i in latest)
+    return result
+
+
+def _parse(line: str, live: LiveSet) -> Sample:
+    sample = Sample.from_record(json.loads(line))
+    if sample.id in live.moved:
+        sample.source = live.moved[sample.id]
+    return sample
+
+
+def _text_reader(line: str, live: LiveSet) -> Callable[[], str]:
+    return lambda: dedup_text(_parse(line, live))
 
 
 def current_assessment(ws: "Workspace", store: DatasetStore, samples: Sequence[Sample]) -> Assessment:

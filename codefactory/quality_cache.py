@@ -122,17 +122,17 @@ class IndexSummary:
 
     files: dict[str, str]  # path -> entry key
     counts: dict[str, int]  # name -> how many files hold it, in their text or their path
-    definitions: list[tuple[str, str, str]]  # (path, qualified name, kind), in path order
+    # path -> its definitions as "qualified\tkind" lines, in source order: one string a file, so a load
+    # creates no object per definition (only Scene-2 checks read them).
+    definitions: dict[str, str]
 
     @classmethod
     def of(cls, entries: Mapping[str, tuple[str, FileEntry]]) -> "IndexSummary":
         counts: Counter[str] = Counter()
-        definitions = []
-        for path in sorted(entries):
-            _, entry = entries[path]
+        for path, (_, entry) in entries.items():
             counts.update(_file_tokens(path, entry))
-            definitions.extend((path, q, k) for q, k in entry.definitions)
-        return cls({p: key for p, (key, _) in entries.items()}, dict(counts), definitions)
+        return cls({p: key for p, (key, _) in entries.items()}, dict(counts),
+                   {p: _packed(e.definitions) for p, (_, e) in entries.items() if e.definitions})
 
     def patched(self, rescanned: Collection[str], new: Mapping[str, tuple[str, FileEntry]],
                 entry_of: Callable[[str], FileEntry | None]) -> "IndexSummary | None":
@@ -140,7 +140,9 @@ class IndexSummary:
         when an old entry to take out is no longer kept."""
         counts = Counter(self.counts)
         files = dict(self.files)
+        definitions = dict(self.definitions)
         for path in rescanned:
+            definitions.pop(path, None)
             if path in files:
                 old = entry_of(files.pop(path))
                 if old is None:
@@ -149,9 +151,8 @@ class IndexSummary:
         for path, (key, entry) in new.items():
             files[path] = key
             counts.update(_file_tokens(path, entry))
-        kept = [d for d in self.definitions if d[0] not in rescanned]
-        added = [(p, q, k) for p in sorted(new) for q, k in new[p][1].definitions]
-        definitions = sorted(kept + added, key=lambda d: d[0])  # stable: source order within a file stays
+            if entry.definitions:
+                definitions[path] = _packed(entry.definitions)
         return IndexSummary(files, {n: c for n, c in counts.items() if c > 0}, definitions)
 
     def index(self, names_of: Callable[[str], frozenset[str]]) -> RepoIndex:
@@ -159,12 +160,14 @@ class IndexSummary:
 
         def by_name() -> dict[str, list[Definition]]:
             found: dict[str, list[Definition]] = {}
-            for path, qualified, kind in self.definitions:
-                definition = Definition(qualified, kind, path)
-                found.setdefault(qualified, []).append(definition)
-                simple = qualified.rsplit(".", 1)[-1]
-                if simple != qualified:
-                    found.setdefault(simple, []).append(definition)
+            for path in sorted(self.definitions):  # path order, as RepoIndex.from_entries
+                for line in self.definitions[path].split("\n"):
+                    qualified, kind = line.split("\t")
+                    definition = Definition(qualified, kind, path)
+                    found.setdefault(qualified, []).append(definition)
+                    simple = qualified.rsplit(".", 1)[-1]
+                    if simple != qualified:
+                        found.setdefault(simple, []).append(definition)
             return found
 
         return RepoIndex(self.counts, frozenset(self.files), _Deferred(by_name), _PerPath(self.files, names_of))
@@ -174,7 +177,11 @@ class IndexSummary:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "IndexSummary":
-        return cls(dict(data["files"]), dict(data["counts"]), [(p, q, k) for p, q, k in data["definitions"]])
+        return cls(data["files"], data["counts"], data["definitions"])
+
+
+def _packed(definitions: Sequence[tuple[str, str]]) -> str:
+    return "\n".join(f"{qualified}\t{kind}" for qualified, kind in definitions)
 
 
 class _Deferred(Mapping[str, list[Definition]]):
@@ -325,18 +332,18 @@ class SignatureStore:
     def __init__(self, ws: "Workspace") -> None:
         self.path = quality_cache_dir(ws) / SIGNATURES_FILE
         self.entries: dict[str, tuple[str, Any]] = {}
-        self._read: set[tuple[str, str]] = set()
+        self._read: dict[str, str] = {}  # id -> digest, as loaded
 
     def load(self) -> dict[str, tuple[str, Any]]:
         import numpy as np  # datasketch's own dependency; loaded only when dedup runs
 
         try:
             with np.load(self.path, allow_pickle=False) as data:
-                ids, digests, values = data["ids"], data["digests"], data["values"]
-                self.entries = {str(i): (str(d), values[n]) for n, (i, d) in enumerate(zip(ids, digests))}
+                ids, digests, values = data["ids"].tolist(), data["digests"].tolist(), data["values"]
+                self.entries = {i: (d, row) for i, d, row in zip(ids, digests, values)}
         except (OSError, ValueError, KeyError):
             self.entries = {}  # missing or damaged: hashed again
-        self._read = {(i, d) for i, (d, _) in self.entries.items()}
+        self._read = {i: d for i, (d, _) in self.entries.items()}
         return self.entries
 
     def save(self, live: Collection[str]) -> None:
@@ -344,7 +351,7 @@ class SignatureStore:
         import numpy as np
 
         kept = sorted(i for i in self.entries if i in live)
-        if {(i, self.entries[i][0]) for i in kept} == self._read:
+        if len(kept) == len(self._read) and all(self._read.get(i) == self.entries[i][0] for i in kept):
             return  # nothing new: no write
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -355,3 +362,34 @@ class SignatureStore:
             os.replace(temp, self.path)
         except OSError:
             pass  # a read-only checkout: the next run hashes again
+
+
+FACTS_FILE = "facts.json"
+
+
+class FactStore:
+    """Scene-1 facts (quality.Facts, as JSON rows) per sample id, with the checksum of the raw-log line they
+    were taken from: a line appended later for the same id (a judge score) makes them stale."""
+
+    def __init__(self, ws: "Workspace", key: str) -> None:
+        self.path = quality_cache_dir(ws) / FACTS_FILE
+        self.key = key
+        self._read: dict[str, Any] = {}
+
+    def load(self) -> dict[str, tuple[str, list[Any]]]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            self._read = data["facts"] if data.get("key") == self.key and isinstance(data.get("facts"), dict) else {}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            self._read = {}  # missing or damaged: taken again from the samples
+        return {i: (row[0], row[1]) for i, row in self._read.items()}
+
+    def save(self, rows: Mapping[str, tuple[str, list[Any]]]) -> None:
+        """Keep exactly `rows` (the live samples'), written only when they differ from what was read."""
+        if rows.keys() == self._read.keys() and all(self._read[i][0] == c for i, (c, _) in rows.items()):
+            return
+        try:
+            atomic_write_text(self.path, json.dumps({"key": self.key, "facts": {i: list(r) for i, r in rows.items()}},
+                                                    ensure_ascii=False))
+        except OSError:
+            pass  # a read-only checkout: the next run takes them again

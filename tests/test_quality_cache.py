@@ -9,13 +9,14 @@ import pytest
 
 from codefactory import pipeline, quality_cache
 from codefactory.grounding import Definition, RepoIndex
+from codefactory.fileio import append_jsonl
 from codefactory.incremental import plan_update
 from codefactory.quality import QualitySettings, assess, assess_dataset, live_samples
 from codefactory.scan import scan
 from codefactory.skeleton import build_skeleton
 from codefactory.store import DatasetStore
 from tests.gitrepos import commit_files, make_repo
-from tests.planted import billing_repo, responder
+from tests.planted import PLANTED, billing_repo, responder
 from tests.planted import workspace as planted_workspace
 from tests.servers import ScriptedServer
 from tests.test_pipeline import FILES, workspace
@@ -91,6 +92,35 @@ def test_cached_assessment_equals_a_fresh_one(tmp_path: Path, scripted_server: S
     entries[some] = ("affine32:" + "0" * 40, entries[sorted(entries)[1]][1])
     kept.save({s.id for s in samples} | {"new"})
     assert assess_dataset(ws, store, commit).to_dict() == fresh
+
+
+def test_kept_facts_follow_a_later_judge_line_and_a_move_to_another_language(
+        tmp_path: Path, scripted_server: ScriptedServer) -> None:
+    root = billing_repo(tmp_path)
+    responder(scripted_server)
+    ws = planted_workspace(root, scripted_server, **{"quality.flagged": "keep", "scene1.qa_count": len(PLANTED)})
+    assert not pipeline.run_build(ws).failed
+    store = DatasetStore(ws.out)
+    commit = store.manifest()["source_commit"]
+    before = assess_dataset(ws, store, commit)
+    assert (quality_cache.quality_cache_dir(ws) / quality_cache.FACTS_FILE).is_file()
+    kept = [i for i, v in before.verdicts.items() if v.scene == "scene1" and v.dropped is None]
+    mismatched = next(i for i, v in before.verdicts.items() if v.dropped == "language_mismatch")
+
+    # The judge appends a newer line for a sample (judge.py): its kept facts no longer hold.
+    judged = store.read_raw("scene1", ids=[kept[0]])[kept[0]]
+    judged.quality = {"judge": {"score": 1.0}}
+    append_jsonl(store.raw_path("scene1"), [judged.to_record()])
+    # A provenance move to a file of another language: validation sees that language (prose has none to
+    # disagree with an answer that mentions JavaScript).
+    moved = store.read_raw("scene1", ids=[mismatched])[mismatched]
+    store.commit_version(from_commit=commit, to_commit=commit, added=[], retired=[],
+                         moved={mismatched: {**moved.source, "path": "docs/billing.md", "language": "text"}})
+    after = assess_dataset(ws, store, commit)
+    assert after.verdicts[kept[0]].dropped == "judge_below_threshold"
+    assert after.verdicts[mismatched].dropped != "language_mismatch"
+    samples = [s for s, _ in live_samples(store)]
+    assert after.to_dict() == assess(samples, _old_index(ws, commit), QualitySettings.from_config(ws.config)).to_dict()
 
 
 def test_summary_patched_with_changed_files_equals_one_built_whole(shop_repo) -> None:

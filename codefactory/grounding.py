@@ -13,6 +13,7 @@ import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import NamedTuple
 
 from codefactory.models import SourceFile
 
@@ -190,8 +191,7 @@ def meaningful(names: Iterable[str]) -> set[str]:
     return {n for n in names if n not in LANGUAGE_NAMES and n.lower() not in _PROSE and len(n) > 2}
 
 
-@dataclass(slots=True)
-class Scene1Citations:
+class Scene1Citations(NamedTuple):
     """What a Scene-1 answer cites, found without the repository: only `lookups` and `paths` need the index,
     so a verdict can be kept per sample and replayed against a later commit's index (quality_cache.py)."""
 

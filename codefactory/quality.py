@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from codefactory import __version__
 from codefactory.cache import cache_key
@@ -141,8 +141,7 @@ def live_samples(store: DatasetStore) -> list[tuple[Sample, int]]:
     return result
 
 
-@dataclass(slots=True)  # not frozen: a frozen dataclass is slow to build, and a run builds one per sample
-class Facts:
+class Facts(NamedTuple):  # a tuple: a run rebuilds one per live sample from its kept row
     """What a Scene-1 verdict needs that no commit can change, kept per sample between runs
     (quality_cache.FactStore): its validation, what it cites, its judge score and its dedup text digest."""
 
@@ -153,8 +152,7 @@ class Facts:
     language: str  # the source language validation saw: a move to another language asks again
 
     def to_row(self) -> list[Any]:
-        c = self.citations
-        return [self.failure, c.lookups, c.paths, c.named, c.ungrounded, self.judge, self.digest, self.language]
+        return [self.failure, *self.citations, self.judge, self.digest, self.language]
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> "Facts":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -109,14 +110,15 @@ class DatasetStore:
         those ids, whose line holds one of those strings, or whose `source[key]` is one of `sources[key]`
         are parsed: a small update of a large dataset stays cheap."""
         everything = ids is None and containing is None and sources is None
-        wanted = set(ids or ())
+        wanted = ids if isinstance(ids, AbstractSet) else set(ids or ())
         # One alternation scanned in C, so many needles over a large log stay cheap.
         needles = re.compile("|".join(map(re.escape, containing))) if containing else None
         fields = {key: set(values) for key, values in (sources or {}).items() if values}
         samples = {}
         for line in complete_lines(self.raw_path(scene)):
             by_source = False
-            if not (everything or _line_id(line) in wanted or (needles is not None and needles.search(line))):
+            if not (everything or (wanted and _line_id(line) in wanted)
+                    or (needles is not None and needles.search(line))):
                 if not (fields and _may_hold(line, fields)):
                     continue
                 by_source = True
@@ -130,6 +132,24 @@ class DatasetStore:
                     continue  # the value was in some other field of that name, not in the provenance
             samples[record["id"]] = Sample.from_record(record)
         return samples
+
+    def live_samples(self, ids: Collection[str] | None = None) -> list[tuple[Sample, int]]:
+        """Live samples with their current provenance and the version that added each, in SFT order (scene by
+        scene, in order of addition). With `ids`, only those of them: only their lines are parsed, so asking
+        for the few samples a run added is cheap however large the dataset."""
+        live = self.live()
+        wanted = live.added_in.keys() if ids is None else live.added_in.keys() & set(ids)
+        result = []
+        for scene in SCENES:
+            raw = self.read_raw(scene, ids=wanted)
+            for sample_id in live.ids():
+                sample = raw.get(sample_id)
+                if sample is None:
+                    continue
+                if sample_id in live.moved:
+                    sample.source = live.moved[sample_id]
+                result.append((sample, live.added_in[sample_id]))
+        return result
 
     def _known_ids(self, scene: str) -> set[str]:
         if scene not in self._raw_ids:

@@ -56,3 +56,19 @@ def test_ids_and_source_fields_add_up(tmp_path: Path) -> None:
 
     assert set(got) == {samples[0].id, samples[2].id}
     assert store.read_raw("scene1", ids=set(), sources={"path": set()}) == {}
+
+
+def test_live_samples_follow_the_changelog_and_can_be_asked_for_a_few(tmp_path: Path) -> None:
+    samples = [sample(n, f"m{n}.py", f"{n:064x}") for n in range(1, 5)]
+    store = logged(tmp_path, samples)
+    a, b, c, d = (s.id for s in samples)
+    store.commit_version(from_commit=None, to_commit="c1", added=[c, a, b], retired=[])
+    moved = {**samples[0].source, "path": "moved/m1.py", "commit": "c2"}
+    store.commit_version(from_commit="c1", to_commit="c2", added=[d], retired=[b], moved={a: moved})
+
+    everything = store.live_samples()
+
+    assert [(s.id, v) for s, v in everything] == [(c, 1), (a, 1), (d, 2)], "order of addition, retired left out"
+    assert everything[1][0].source == moved, "current provenance"
+    assert [(s.id, v) for s, v in store.live_samples(ids={d, b, "s1-unknown"})] == [(d, 2)]
+    assert [s for s, _ in store.live_samples(ids={a})] == [everything[1][0]]

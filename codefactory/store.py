@@ -117,7 +117,7 @@ class DatasetStore:
         samples = {}
         for line in complete_lines(self.raw_path(scene)):
             by_source = False
-            if not (everything or (wanted and _line_id(line) in wanted)
+            if not (everything or (wanted and line_id(line) in wanted)
                     or (needles is not None and needles.search(line))):
                 if not (fields and _may_hold(line, fields)):
                     continue
@@ -153,7 +153,7 @@ class DatasetStore:
 
     def _known_ids(self, scene: str) -> set[str]:
         if scene not in self._raw_ids:
-            self._raw_ids[scene] = {i for i in map(_line_id, complete_lines(self.raw_path(scene))) if i}
+            self._raw_ids[scene] = {i for i in map(line_id, complete_lines(self.raw_path(scene))) if i}
         return self._raw_ids[scene]
 
     # -- versions -------------------------------------------------------------------------
@@ -254,7 +254,7 @@ class DatasetStore:
         lines: dict[str, list[str]] = {}
         for scene in SCENES:
             path = self.out / f"{scene}_sft.jsonl"
-            kept = {} if changed is None else {_line_id(line): line for line in complete_lines(path)}
+            kept = {} if changed is None else {line_id(line): line for line in complete_lines(path)}
             raw = self.read_raw(scene, ids=changed)
             lines[scene] = []
             for sample_id in live.ids():
@@ -302,7 +302,7 @@ class DatasetStore:
 _ID_PREFIX = '{"id":"'
 
 
-def _line_id(line: str) -> str | None:
+def line_id(line: str) -> str | None:
     """A record's id without parsing the whole line (records are written with the id first)."""
     if line.startswith(_ID_PREFIX):
         end = line.find('"', len(_ID_PREFIX))
@@ -313,6 +313,9 @@ def _line_id(line: str) -> str | None:
     except ValueError:
         return None
     return record.get("id") if isinstance(record, dict) else None
+
+
+_line_id = line_id  # the name quality.py imports
 
 
 def _may_hold(line: str, fields: Mapping[str, set[str]]) -> bool:

@@ -3,7 +3,7 @@
 Parsing (tree-sitter) and tokenizing (bpe-openai) both hold the GIL, so threads cannot share the work;
 forked processes can. On the CPython standard library (7.2 s of CPU serially) two workers spend 8.6 s
 of CPU between them plus 0.5 s in the parent, so idle cores turn into wall time (bench/README.md).
-The result is identical to the serial path, which small trees, busy or single-core machines, platforms
+The result is identical to the serial path, which small trees, single-core machines, platforms
 without a safe fork, and processes that already run other threads take.
 """
 
@@ -47,14 +47,7 @@ def analyze_files(
 
 def _worker_count(files: Sequence[SourceFile], workers: int | None, min_chars: int) -> int:
     if workers is None:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # no sched_getaffinity outside Linux
-            cores = os.cpu_count() or 1
-        # Only cores other processes leave idle help (this process counts ~1 in the load): on a busy
-        # machine the extra process and shipping results back made the same work ~25% slower.
-        idle = cores - max(0.0, os.getloadavg()[0] - 1.0) if hasattr(os, "getloadavg") else cores
-        workers = min(cores, int(idle + 0.5), _MAX_WORKERS)
+        workers = min(usable_cores(), _MAX_WORKERS)
     if workers < 2 or len(files) < 2 or sum(len(f.text) for f in files) < min_chars:
         return 1
     # fork() copies only the calling thread: a lock another thread holds would stay locked in the child.
@@ -62,6 +55,19 @@ def _worker_count(files: Sequence[SourceFile], workers: int | None, min_chars: i
     if sys.platform != "linux" or threading.active_count() > 1:
         return 1
     return workers
+
+
+def usable_cores() -> int:
+    """The cores this process may run on.
+
+    All of them, busy or not, as `make -j` and repomix do: the load average is a one-minute mean that
+    still counts whatever ran just before (a benchmark's previous tool, a test suite that has finished),
+    and on a shared machine two runnable processes get twice the share of one.
+    """
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity outside Linux
+        return os.cpu_count() or 1
 
 
 def _analyze_one(file: SourceFile, max_tokens: int, min_tokens: int) -> tuple[list[Chunk], FileSymbols]:

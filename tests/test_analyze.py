@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -53,3 +54,13 @@ def test_small_trees_and_running_threads_stay_serial() -> None:
     finally:
         stop.set()
         thread.join()
+
+
+def test_every_usable_core_is_used_whatever_the_load() -> None:
+    """The load average lags (it still counts what ran a minute ago), so it does not cut the workers."""
+    files = stdlib_files()
+    if threading.active_count() > 1:
+        pytest.skip("another thread is running: analyze_files stays serial (fork would be unsafe)")
+    cores = len(os.sched_getaffinity(0))
+    assert analyze.usable_cores() == cores
+    assert analyze._worker_count(files, None, min_chars=0) == (min(cores, analyze._MAX_WORKERS) if cores > 1 else 1)

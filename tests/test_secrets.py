@@ -8,6 +8,7 @@ import hmac
 import inspect
 import json.decoder
 import netrc
+import re
 import secrets
 import smtplib
 
@@ -167,3 +168,49 @@ def test_crlf_and_case_folding_that_changes_length() -> None:
     text = "name = 'İİİ'\r\npassword = 'hunter2!x'\r\nother = 1\r\n"
     result = redact(text)
     assert result.text == "name = 'İİİ'\r\npassword = '<REDACTED:password>'\r\nother = 1\r\n"
+
+
+def _regex_prefilter(text: str) -> tuple[set[int], set[int]]:
+    """The prefilter as plain regexes over the text, as it was first written: the reference that
+    `_candidate_lines` (literal searches, byte tables) must agree with line for line."""
+    def lines_of(pattern: str, source: str, accept: object = None) -> set[int]:
+        found: set[int] = set()
+        for m in re.finditer(pattern, source):
+            if accept is None or accept(m.group()):  # type: ignore[operator]
+                found.add(source.count("\n", 0, m.start()))
+        return found
+
+    lowered = text.lower()
+    keyword = (lines_of(r"(?:pass|pwd|secret|key|token|cred|contrase)[\w.\-]*[\"'\]]{0,2}\s*(?:[:=!]|=>)", lowered)
+               | lines_of(r"[!=]=\s*[\"'`]?\w*(?:pass|pwd|secret|key)", lowered))
+    other = (lines_of(r"://|[\"'`][0-9a-fA-F]{9,}[\"'`]", text)
+             | lines_of(r"[A-Za-z0-9+/=_\-]{20,}", text, redaction._token_like_run))
+    return keyword, other
+
+
+_PREFILTER_EDGES = [
+    "",
+    "x = 1",
+    "İİİ = 1\npassword = 'hunter2!x'\n",  # lower() lengthens İ: line numbers, not offsets
+    "\u212aey = 'abc123def456'\n",  # KELVIN SIGN lower-cases to an ASCII k
+    "é" * 30 + "aB3dE5gH7jK9mN1pQ3sT5vX7\n" + "ü = 'Zq81bX0fLw9sT3uVaa99'",  # runs after multi-byte text
+    "if x === passwd_hash:\n    pass\nif y !=\n  secret_value: pass",
+    "A1b2C3d4E5f6G7h8I9j\n" + "A1b2C3d4E5f6G7h8I9j0\n" + "aB3dE5gH7jK9mN1pQ3sT5vX7",  # 19, 20, at the end
+    "h = '12345678'\nh = \"123456789\"\nh = `abcdef012345'\nh = 'abcdefg12345",  # 8, 9, mixed quotes, unclosed
+    "://\nhttps://user:pw@host\nfoo\r\nkey='abc'\r\n",
+    "sk-" + "a" * 40 + "\n" + "=" * 40 + "\n" + "ghp_" + "aB3dE5gH7jK9mN1pQ3sT5vX7",
+    "\ud800 token = 'aB3dE5gH7jK9mN1pQ3sT5vX7'",  # a lone surrogate
+]
+
+
+@pytest.mark.parametrize("text", _PREFILTER_EDGES)
+def test_prefilter_edge_cases_match_the_regex_reference(text: str) -> None:
+    assert redaction._candidate_lines(text) == _regex_prefilter(text)
+
+
+@pytest.mark.parametrize("module", [json.decoder, hmac, getpass, netrc, smtplib, hashlib, secrets, inspect])
+def test_prefilter_matches_the_regex_reference_on_real_code(module: object) -> None:
+    source = inspect.getsource(module)  # type: ignore[arg-type]
+    assert redaction._candidate_lines(source) == _regex_prefilter(source)
+    assert redaction._candidate_lines("\n".join(planted_files().values())) == _regex_prefilter(
+        "\n".join(planted_files().values()))

@@ -201,14 +201,17 @@ class Scene1Citations(NamedTuple):
     ungrounded: bool  # the chunk has identifiers and the answer names none of them
 
 
-def scene1_citations(question: str, answer: str, code: str) -> Scene1Citations:
-    code_names = set(_IDENT.findall(code)) - LANGUAGE_NAMES
+def scene1_citations(question: str, answer: str, code: str, *, code_names: set[str] | None = None) -> Scene1Citations:
+    """`code_names`: identifiers_in(code, loose=True), when the caller has them already."""
+    code_names = (set(_IDENT.findall(code)) if code_names is None else code_names) - LANGUAGE_NAMES
     chunk_names = meaningful(code_names)
     # A bare prose word ("the items") is not a citation; a backticked or code-shaped one (`items`) is.
-    cited_in_answer = identifiers_in(answer) - LANGUAGE_NAMES
-    named = (meaningful(identifiers_in(answer, loose=True)) | cited_in_answer) & code_names
-    cited = meaningful(identifiers_in(question + "\n" + answer))
-    return Scene1Citations(tuple(sorted(cited - chunk_names)), tuple(sorted(cited_paths(answer))), len(named),
+    cited_in_answer = identifiers_in(answer)
+    named = (meaningful(identifiers_in(answer, loose=True)) | (cited_in_answer - LANGUAGE_NAMES)) & code_names
+    # Neither a backticked span nor a code-shaped name crosses a line, so the question's and the answer's
+    # citations together are those of both texts joined.
+    cited = meaningful(identifiers_in(question) | cited_in_answer)
+    return Scene1Citations(sorted(cited - chunk_names), sorted(cited_paths(answer)), len(named),
                            bool(chunk_names) and not named)
 
 

@@ -27,8 +27,7 @@ from codefactory.grounding import (RepoIndex, Scene1Citations, identifiers_in, m
 from codefactory.models import Sample
 from codefactory.quality_cache import FactStore, SignatureStore, repo_index_at
 from codefactory.sft import to_sft
-from codefactory.store import SCENES, DatasetStore, LiveSet
-from codefactory.store import _line_id as line_id
+from codefactory.store import SCENES, DatasetStore, LiveSet, line_id
 from codefactory.validate import text_fields, validate
 
 if TYPE_CHECKING:
@@ -164,8 +163,11 @@ class Facts(NamedTuple):  # a tuple: a run rebuilds one per live sample from its
 def scene1_facts(sample: Sample, settings: QualitySettings) -> Facts:
     content = sample.content
     code = sample.input.get("code", "")
-    return Facts(validate(sample, min_trace_steps=settings.min_trace_steps, known=_known_names(sample, RepoIndex())),
-                 scene1_citations(str(content.get("question", "")), str(content.get("answer", "")), code),
+    code_names = identifiers_in(code, loose=True)
+    known = frozenset(meaningful(code_names))  # what the trace should name: the chunk's identifiers
+    return Facts(validate(sample, min_trace_steps=settings.min_trace_steps, known=known),
+                 scene1_citations(str(content.get("question", "")), str(content.get("answer", "")), code,
+                                  code_names=code_names),
                  _judge_score(sample), text_digest(normalise(dedup_text(sample))), sample.source.get("language", ""))
 
 

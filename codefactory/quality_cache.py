@@ -324,13 +324,21 @@ def repo_index_at(ws: "Workspace", commit: str, snapshot: "Snapshot | None" = No
 SIGNATURES_FILE = "minhash.npz"
 
 
+def per_dataset(ws: "Workspace", name: str) -> Path:
+    """`name` for this output directory: what is kept per live sample follows one dataset, and two datasets of
+    one repository (another --out) must not evict each other's."""
+    tag = hashlib.sha1(str(ws.out.resolve()).encode("utf-8")).hexdigest()[:12]
+    stem, dot, suffix = name.partition(".")
+    return quality_cache_dir(ws) / f"{stem}-{tag}{dot}{suffix}"
+
+
 class SignatureStore:
     """MinHash hash values per sample id and text digest (dedup.py), so only new texts are hashed.
 
     Stored as plain arrays (numpy, no pickle): ids, digests and a (samples × permutations) matrix."""
 
     def __init__(self, ws: "Workspace") -> None:
-        self.path = quality_cache_dir(ws) / SIGNATURES_FILE
+        self.path = per_dataset(ws, SIGNATURES_FILE)
         self.entries: dict[str, tuple[str, Any]] = {}
         self._read: dict[str, str] = {}  # id -> digest, as loaded
 
@@ -372,7 +380,7 @@ class FactStore:
     were taken from: a line appended later for the same id (a judge score) makes them stale."""
 
     def __init__(self, ws: "Workspace", key: str) -> None:
-        self.path = quality_cache_dir(ws) / FACTS_FILE
+        self.path = per_dataset(ws, FACTS_FILE)
         self.key = key
         self._read: dict[str, Any] = {}
 

@@ -80,7 +80,7 @@ def test_cached_assessment_equals_a_fresh_one(tmp_path: Path, scripted_server: S
     settings = QualitySettings.from_config(ws.config)
     fresh = assess(samples, _old_index(ws, commit), settings).to_dict()
     assert fresh["counts"]["dropped"] > 0  # the planted samples make the comparison mean something
-    assert (quality_cache.quality_cache_dir(ws) / quality_cache.SIGNATURES_FILE).is_file()
+    assert quality_cache.per_dataset(ws, quality_cache.SIGNATURES_FILE).is_file()
 
     quality_cache._MEMO.clear()  # from the files the build left
     assert assess_dataset(ws, store, commit).to_dict() == fresh
@@ -103,7 +103,7 @@ def test_kept_facts_follow_a_later_judge_line_and_a_move_to_another_language(
     store = DatasetStore(ws.out)
     commit = store.manifest()["source_commit"]
     before = assess_dataset(ws, store, commit)
-    assert (quality_cache.quality_cache_dir(ws) / quality_cache.FACTS_FILE).is_file()
+    assert quality_cache.per_dataset(ws, quality_cache.FACTS_FILE).is_file()
     kept = [i for i, v in before.verdicts.items() if v.scene == "scene1" and v.dropped is None]
     mismatched = next(i for i, v in before.verdicts.items() if v.dropped == "language_mismatch")
 

@@ -254,6 +254,7 @@ class SummaryStore:
             kept = sorted(self.directory.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
             for old in kept[_KEEP_COMMITS:]:
                 old.unlink(missing_ok=True)
+            (self.directory.parent / "index.json").unlink(missing_ok=True)  # format 1's single index
         except OSError:
             pass  # a read-only checkout: the next run recomputes
 

@@ -188,7 +188,7 @@ class RepoIndex:
 
 def meaningful(names: Iterable[str]) -> set[str]:
     """Names that identify something in this project rather than the language or plain English."""
-    return {n for n in names if n not in LANGUAGE_NAMES and n.lower() not in _PROSE and len(n) > 2}
+    return {n for n in set(names) - LANGUAGE_NAMES if len(n) > 2 and n.lower() not in _PROSE}
 
 
 class Scene1Citations(NamedTuple):

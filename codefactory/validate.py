@@ -40,6 +40,9 @@ _PLACEHOLDER_INSIDE = (
     re.compile(r"\byour (?:answer|question|reasoning|text) here\b", re.IGNORECASE),
     re.compile(r"(?:^|\s)(?:\.\.\.|…)(?:[^\w`]|$)"),  # a free-standing ellipsis: "Step 1: ... Step 2: ..."
 )
+# One pass that finds whether any of them occurs: most texts hold none, and then the patterns, tried one by
+# one for the first (the reported one), need not run at all.
+_ANY_PLACEHOLDER = re.compile("|".join(f"(?:{p.pattern})" for p in _PLACEHOLDER_INSIDE), re.IGNORECASE)
 _REFUSAL = re.compile(
     r"\bas an ai\b|\bas a(?:n ai)? language model\b|\bI (?:cannot|can't|can not|am unable|'m unable|am not able)\b"
     r"|\bI(?:'m| am) sorry\b|\bI (?:do not|don't) have (?:access|enough|the ability)\b"
@@ -72,6 +75,7 @@ _NAMED = {
     "php": re.compile(r"\bPHP\b"), "c": re.compile(r"\bC\+\+"), "csharp": re.compile(r"\bC#"),
     "kotlin": re.compile(r"\bKotlin\b"), "swift": re.compile(r"\bSwift\b"),
 }
+_ANY_NAMED = re.compile("|".join(f"(?:{p.pattern})" for p in _NAMED.values()))
 
 
 def text_fields(sample: Sample) -> Iterator[tuple[str, str]]:
@@ -143,6 +147,8 @@ def _check_length(fields: list[tuple[str, str]]) -> Failure | None:
 def check_placeholder(text: str, code: str = "") -> Failure | None:
     if _PLACEHOLDER_WHOLE.match(text):
         return "placeholder", repr(_clip(text))
+    if not _ANY_PLACEHOLDER.search(text):  # case-blind, so it finds a superset of what the patterns find
+        return None
     for pattern in _PLACEHOLDER_INSIDE:
         found = pattern.search(text)
         # A TODO or "..." that the code itself contains is being talked about, not left as a gap.
@@ -160,6 +166,8 @@ def check_restates_code(question: str, code: str) -> Failure | None:
     """A question that quotes a line of the code ("What does `x = y + 1` do?") asks to read it back."""
     flat_question = " ".join(question.split())
     for line in code.splitlines():
+        if len(line) < _CODE_LINE_MIN:  # its flattened form is no longer
+            continue
         flat = " ".join(line.split())
         if len(flat) >= _CODE_LINE_MIN and flat in flat_question:
             return "restates_code", f"question quotes the code line {_clip(flat)!r}"
@@ -192,6 +200,8 @@ def check_language(text: str, language: str, code: str) -> Failure | None:
         other = _FENCE_FAMILY.get(tag.lower())
         if other and other != family:
             return "language_mismatch", f"{tag} code block for a {language} chunk"
+    if not _ANY_NAMED.search(text):
+        return None
     for other, pattern in _NAMED.items():
         found = pattern.search(text)
         if other != family and found and not pattern.search(code):

@@ -24,7 +24,9 @@ from codefactory.fileio import atomic_write_bytes, atomic_write_json
 _HEAD, _TAIL, _START = b'[\n  {\n    "id": ', b"\n  }\n]\n", b"\n  {\n"
 _STRING = rb'"(?:[^"\\\n]|\\.)*"'
 _ELEMENT = re.compile(rb'  \{\n    "id": ' + _STRING + rb',\n    "path": (' + _STRING + rb'),\n')
-_SHA = re.compile(rb'\n    "sha256": "([0-9a-f]{64})",\n')
+_SHA_LINE = b'\n    "sha256": "'
+_SHA = re.compile(re.escape(_SHA_LINE) + rb'([0-9a-f]{64})",\n')
+_FEW = 8
 
 
 class _Layout(Exception):
@@ -65,14 +67,26 @@ class ChunkIndex:
             return []
         if self._entries is not None:
             return [e for e in self._entries if e["sha256"] in wanted]
-        found = []
         data = self._data
-        for match in _SHA.finditer(data):
-            if match.group(1).decode("ascii") in wanted:
-                start = data.rfind(_START, 0, match.start()) + 1
-                end = data.find(b"\n  }", match.end()) + len(b"\n  }")
-                found.append(json.loads(data[start:end]))
+        if len(wanted) <= _FEW:  # a search for each hash beats one pass over every chunk's hash line
+            offsets = sorted(at for sha in wanted for at in self._sha_lines(sha))
+        else:
+            offsets = [m.start() for m in _SHA.finditer(data) if m.group(1).decode("ascii") in wanted]
+        found = []
+        for at in offsets:
+            start = data.rfind(_START, 0, at) + 1
+            end = data.find(b"\n  }", at + len(_SHA_LINE)) + len(b"\n  }")
+            found.append(json.loads(data[start:end]))
         return found
+
+    def _sha_lines(self, sha: str) -> list[int]:
+        """Offsets of the `"sha256"` lines holding `sha` (the hash may also occur inside a chunk's text)."""
+        line = _SHA_LINE + sha.encode("ascii") + b'",\n'
+        offsets, at = [], self._data.find(line)
+        while at >= 0:
+            offsets.append(at)
+            at = self._data.find(line, at + len(line))
+        return offsets
 
     def write_patched(self, paths: Collection[str], chunks: Sequence[dict[str, Any]]) -> None:
         """Replace the chunks of `paths` by `chunks` (all of them in those files, in line order) and write

@@ -61,14 +61,18 @@ def test_removing_every_chunk_leaves_an_empty_list(tmp_path: Path) -> None:
 
 
 def test_lookups_by_text_hash(tmp_path: Path) -> None:
-    old = [chunk("a.py", 1, "same"), chunk("b.py", 2), chunk('q"uote\\d.py', 3, "same"), chunk("c.py", 1)]
+    same = hashlib.sha256(b"same").hexdigest()
+    old = [chunk("a.py", 1, "same"), chunk("b.py", 2), chunk('q"uote\\d.py', 3, "same"), chunk("c.py", 1),
+           chunk("d.py", 1, f'SHA = "{same}"\n')]  # the hash inside a text is not that chunk's hash
+    old += [chunk("e.py", n) for n in range(20)]
     written(tmp_path / "chunks.json", old)
     index = ChunkIndex.read(tmp_path / "chunks.json")
     assert index is not None
-    same = hashlib.sha256(b"same").hexdigest()
     assert index.with_sha({same}) == [old[0], old[2]]
     assert index.with_sha(set()) == []
     assert index.shas() == {e["sha256"] for e in old}
+    many = {e["sha256"] for e in old[::2]} | {"0" * 64}  # more than a search each: one pass over the hash lines
+    assert index.with_sha(many) == [e for e in old if e["sha256"] in many]
 
 
 def test_another_layout_is_parsed_whole_and_written_as_write_chunks_would(tmp_path: Path) -> None:

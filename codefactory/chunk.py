@@ -26,7 +26,7 @@ from .tokens import count_tokens, count_tokens_upto
 _PUNCTUATION_ONLY = frozenset("{}()[];, \t\r")
 _ENCODE_CHARS = 100_000
 _MAX_CHARS_PER_TOKEN = 16  # beyond this many characters per allowed token, a span cannot fit  # the encoder refuses inputs over 1M chars / 200k tokens
-_REACH_DIVISOR = 3  # a window starts at a row that beats the rows within window_lines / 3 on either side
+_REACH_DIVISOR = 2  # a window starts at a row that beats the rows within window_lines / 2 on either side
 _GROUP_REACH_DIVISOR = 4  # a run of tiny pieces breaks at a piece that beats those within max_tokens / 4
 _BLOCK_ENDS = frozenset({"}", "};", "},", ")", "),", "]", "],", "end", "fi", "done", "esac"})
 
@@ -249,17 +249,20 @@ class _Chunker:
         base = min((self.indent(r) for r in range(lo + 1, hi + 1) if self.indent(r) > outer and not self.blank(r)),
                    default=outer) if definition else outer
         reach = max(1, self.window_lines // _REACH_DIVISOR)
+        keys = [-1 if self.blank(row) else self.cut_key(row, base) for row in range(lo, hi + 1)]
         # Rows within `reach` of the span's ends never start a window: no short window at either end.
-        keys = [self.cut_key(row, base) if lo + reach <= row <= hi + 1 - reach and not self.blank(row) else -1
-                for row in range(lo, hi + 1)]
-        bounds = [lo, *(lo + i for i in _peaks(keys, reach)), hi + 1]
+        inner = [key if reach <= i <= len(keys) - reach else -1 for i, key in enumerate(keys)]
+        bounds = [lo, *(lo + i for i in _peaks(inner, reach)), hi + 1]
         out: list[tuple[int, int, int | None]] = []
         for start, stop in zip(bounds, bounds[1:]):
-            out.extend(self.halve(start, stop - 1, base))
+            out.extend(self.halve(start, stop - 1, keys, lo))
         return out
 
-    def halve(self, lo: int, hi: int, base: int) -> list[tuple[int, int, int | None]]:
-        """Rows lo..hi, cut at their strongest row in the middle half until every part fits."""
+    def halve(self, lo: int, hi: int, keys: list[int], origin: int) -> list[tuple[int, int, int | None]]:
+        """Rows lo..hi, cut at their strongest row in the middle half until every part fits.
+
+        `keys[row - origin]` is the cut key of a row, -1 for a blank one.
+        """
         lo, hi = self.trim(lo, hi)
         if lo > hi:
             return []
@@ -267,14 +270,17 @@ class _Chunker:
         if tokens is not None:
             return [(lo, hi, tokens)]
         quarter = max(1, (hi - lo + 1) // 4)  # keeps both halves at least a quarter: few tiny parts
-        rows = [r for r in range(lo + quarter, hi + 2 - quarter) if not self.blank(r)]
-        if not rows:
-            return [(lo, hi, None)]
         # The best kind of row first, then the most even halves: the span's own ends are content-defined,
         # so an edit elsewhere leaves its halves alone.
         middle = lo + hi + 1
-        cut = max(rows, key=lambda r: (self.cut_key(r, base) >> 32, -abs(2 * r - middle), self.cut_key(r, base)))
-        return self.halve(lo, cut - 1, base) + self.halve(cut, hi, base)
+        cut, best = -1, (-1, 0, 0)
+        for row in range(lo + quarter, hi + 2 - quarter):
+            key = keys[row - origin]
+            if key >= 0 and (candidate := (key >> 32, -abs(2 * row - middle), key)) > best:
+                cut, best = row, candidate
+        if cut < 0:
+            return [(lo, hi, None)]
+        return self.halve(lo, cut - 1, keys, origin) + self.halve(cut, hi, keys, origin)
 
     def fits(self, start: int, end: int) -> int | None:
         """The tokens of rows start..end when they fit window_lines and max_tokens, else None."""

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from codefactory import analyze
+from codefactory import workers
 from codefactory.analyze import analyze_files
 from codefactory.chunk import chunk_files
 from codefactory.models import SourceFile
 from codefactory.skeleton import extract_symbols
+from codefactory.workers import worker_count
 
 
 def stdlib_files() -> list[SourceFile]:
@@ -25,6 +26,10 @@ def stdlib_files() -> list[SourceFile]:
             for i, n in enumerate(names)] + [SourceFile(path="README.md", language="text", text="# x\n" * 50, blob_sha="r")]
 
 
+def sizes(files: list[SourceFile]) -> list[int]:
+    return [len(f.text) for f in files]
+
+
 def as_json(result: tuple) -> str:
     chunks, symbols = result
     return json.dumps([[c.to_dict() for c in chunks], sorted((p, repr(s)) for p, s in symbols.items())])
@@ -34,7 +39,7 @@ def test_forked_workers_match_the_serial_path() -> None:
     files = stdlib_files()
     if threading.active_count() > 1:
         pytest.skip("another thread is running: analyze_files stays serial (fork would be unsafe)")
-    assert analyze._worker_count(files, 2, 0) == 2
+    assert worker_count(sizes(files), 2, 0) == 2
     forked = analyze_files(files, max_tokens=300, min_tokens=40, workers=2, min_chars=0)
     serial = analyze_files(files, max_tokens=300, min_tokens=40, workers=1)
     assert as_json(forked) == as_json(serial)
@@ -44,13 +49,13 @@ def test_forked_workers_match_the_serial_path() -> None:
 
 def test_small_trees_and_running_threads_stay_serial() -> None:
     files = stdlib_files()
-    assert analyze._worker_count(files, 8, min_chars=10**9) == 1
-    assert analyze._worker_count(files[:1], 8, min_chars=0) == 1
+    assert worker_count(sizes(files), 8, 10**9) == 1
+    assert worker_count(sizes(files[:1]), 8, 0) == 1
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait)
     thread.start()
     try:
-        assert analyze._worker_count(files, 8, min_chars=0) == 1
+        assert worker_count(sizes(files), 8, 0) == 1
     finally:
         stop.set()
         thread.join()
@@ -62,5 +67,5 @@ def test_every_usable_core_is_used_whatever_the_load() -> None:
     if threading.active_count() > 1:
         pytest.skip("another thread is running: analyze_files stays serial (fork would be unsafe)")
     cores = len(os.sched_getaffinity(0))
-    assert analyze.usable_cores() == cores
-    assert analyze._worker_count(files, None, min_chars=0) == (min(cores, analyze._MAX_WORKERS) if cores > 1 else 1)
+    assert workers.usable_cores() == cores
+    assert worker_count(sizes(files), None, 0) == (min(cores, workers._MAX_WORKERS) if cores > 1 else 1)

@@ -176,6 +176,16 @@ def test_read_blob_of_a_missing_object(tmp_path: Path) -> None:
         GitRepo(tmp_path).read_blob("2" * 40)
 
 
+def test_read_blob_of_a_tree_or_commit(tmp_path: Path) -> None:
+    make_repo(tmp_path, {"d/a.py": "a\n"})
+    repo = GitRepo(tmp_path)
+    commit = repo.resolve("HEAD")
+    tree = str(pygit2.Repository(str(tmp_path)).revparse_single("HEAD:d").id)
+    for oid in (commit, tree):
+        with pytest.raises(RepositoryError, match="not a blob"):
+            repo.read_blob(oid)
+
+
 def test_diff_statuses_with_rename_similarity(tmp_path: Path) -> None:
     body = "".join(f"line {i} of a long enough file\n" for i in range(40))
     raw = make_repo(tmp_path, {"keep.py": "k = 1\n", "gone.py": "g = 1\n", "old/name.py": body})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pygit2
@@ -11,6 +12,7 @@ from codefactory.errors import RevisionError
 from codefactory.gitrepo import GitRepo
 from codefactory.models import SkippedFile, SourceFile
 from codefactory.scan import ScanResult, detect_language, scan
+from codefactory.workers import usable_cores
 from tests.gitrepos import commit_files, commit_links, make_repo
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
@@ -237,3 +239,22 @@ def test_long_prose_lines_are_not_minified(tmp_path: Path) -> None:
 )
 def test_detect_language(path: str, language: str) -> None:
     assert detect_language(path) == language
+
+
+def test_forked_scan_equals_the_serial_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redaction in worker processes gives the same files, texts, secrets and skip reasons."""
+    from codefactory import scan as scan_module
+    from tests.fixtures_secrets import planted_files
+
+    files: dict[str, str | bytes] = {path: content for path, (content, _) in {**SKIPPED, **KEPT}.items()}
+    files.update({f"planted/{path}": content for path, content in planted_files().items()})
+    repo = GitRepo(make_repo(tmp_path, files).workdir)
+    if threading.active_count() > 1 or usable_cores() < 2:
+        pytest.skip("a thread is running or a single core: the scan stays serial")
+    serial = scan(repo)
+    monkeypatch.setattr(scan_module, "PARALLEL_MIN_BYTES", 0)
+    forked = scan(repo)
+    assert forked == serial
+    assert sum(1 for f in forked.files if f.secrets) == len(planted_files())
+    assert all("<REDACTED:" in f.text for f in forked.files if f.secrets)
+    assert scan(repo, redact_secrets=False).files != forked.files

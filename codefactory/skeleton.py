@@ -12,7 +12,7 @@ import keyword
 import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from .dirtree import render_tree
@@ -91,7 +91,9 @@ class Skeleton:
         """The content of project_skeleton.json."""
         return {
             "tree": self.tree,
-            "files": [asdict(f) for f in self.files],
+            # what asdict() gives, without its recursive deep copy (half a second on a large tree)
+            "files": [{"path": f.path, "language": f.language, "symbols": [dict(vars(s)) for s in f.symbols]}
+                      for f in self.files],
             "centrality": dict(sorted(self.centrality.items())),
             "token_count": self.token_count,
             "omitted": list(self.omitted),
@@ -177,21 +179,36 @@ def compute_centrality(files: Sequence[SourceFile], symbols: Sequence[FileSymbol
         symbol_names.append(frozenset(n for n in names if len(n) > 2 and n not in _STOP_NAMES
                                       and not n.startswith("__")))
     wanted = set(module_files).union(*symbol_names)
+    defined_in: dict[str, list[int]] = {}  # top-level name -> the files defining it
+    for index, names in enumerate(symbol_names):
+        for name in names:
+            defined_in.setdefault(name, []).append(index)
+    module_sets = {module: frozenset(targets) for module, targets in module_files.items()}
+    # sets, not dicts: set.intersection walks the smaller side only when both are sets
+    modules_known, names_defined = frozenset(module_files), frozenset(defined_in)
     raw = [0.0] * len(files)
     for referrer, file in enumerate(files):
         found = wanted.intersection(_IDENTIFIER.findall(file.text))
-        modules = found.intersection(module_files)
+        modules = found.intersection(modules_known)
         if not modules:
             continue
         imported = modules.intersection(_IDENTIFIER.findall(_import_text(file)))
+        # the files one of whose top-level names this file mentions
+        users = set().union(*(defined_in[name] for name in found.intersection(names_defined)))
         for module in sorted(modules):  # a fixed order keeps the float sums identical across runs
             targets = module_files[module]
-            for target in targets:
-                if target == referrer:
-                    continue
-                uses_symbol = not symbol_names[target].isdisjoint(found)
-                weight = (1.0 + 0.5 * uses_symbol) if module in imported else 0.5 * uses_symbol
-                raw[target] += weight / len(targets)
+            # (1.0 + 0.5 * uses_symbol) / len(targets) if imported else 0.5 * uses_symbol / len(targets),
+            # each target once per referrer; adding 0.0 changes nothing, so targets that get 0.0 are skipped.
+            if module in imported:
+                plain, symbol = 1.0 / len(targets), 1.5 / len(targets)
+                for target in targets:
+                    if target != referrer:
+                        raw[target] += symbol if target in users else plain
+            else:
+                symbol = 0.5 / len(targets)
+                for target in module_sets[module].intersection(users):
+                    if target != referrer:
+                        raw[target] += symbol
     top = max(raw, default=0.0) or 1.0
     return {
         file.path: round(score / top + (_ENTRY_BONUS if posixpath.basename(file.path) in _ENTRY_POINTS else 0.0), 4)

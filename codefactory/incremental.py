@@ -63,7 +63,7 @@ def _run_incremental(ws: Workspace, *, since: str | None, until: str | None, fal
     report = pipeline.run_generation(
         ws, plan.snapshot, command="incremental", scene1_chunks=plan.scene1, qa_count=ws.config["scene1.qa_count"],
         scene2_anchors=plan.scene2, retired=plan.retired, moved=plan.moved, pending=plan.carry, dry_run=dry_run,
-        from_commit=since_sha,
+        from_commit=since_sha, store=store,
     )
     report.stats.deferred += len(plan.carry["scene2"])  # over scene2.max_new_per_run: left for the next run
     if not dry_run:

@@ -200,12 +200,14 @@ def run_generation(
     pending: Pending | None = None,
     dry_run: bool = False,
     from_commit: str | None = None,
+    store: DatasetStore | None = None,
 ) -> RunReport:
     """Generate for the given chunks and proposals, then record a dataset version.
 
     An incremental run also passes the proposal slots to re-ask (`scene2_anchors`), the samples it retires
     and the provenance updates (`moved`), all recorded in the same version, and the work it leaves for a
-    later run (`pending`, default: what was pending before).
+    later run (`pending`, default: what was pending before). `store`: the caller's, when it has read the
+    dataset already (what it learnt of the raw logs is reused).
     """
     started = time.monotonic()
     backend, model = ws.backend_and_model
@@ -232,7 +234,7 @@ def run_generation(
             return report
 
         writing.enter_context(write_lock(ws))
-        store = DatasetStore(ws.out)
+        store = store or DatasetStore(ws.out)
         by_key: dict[str, Scene1Job | Scene2Job] = {j.request.key: j for j in [*jobs1, *jobs2]}
         produced: list[Sample] = []
         answered: set[str] = set()
@@ -320,9 +322,9 @@ def superseded(store: DatasetStore, produced: Sequence[Sample]) -> list[str]:
     slots = {_slot(s) for s in produced}
     retired = []
     for scene in ("scene1", "scene2"):
-        # Only a line naming a produced chunk can share its slot: parse just those in a large log.
-        needles = [s.source["chunk_sha256"] for s in produced if s.scene == "scene1"] if scene == "scene1" else None
-        for sample in store.read_raw(scene, containing=needles).values():
+        # Only a sample of a produced chunk can share its slot: read just those in a large log.
+        texts = {"chunk_sha256": {s.source["chunk_sha256"] for s in produced if s.scene == "scene1"}}
+        for sample in store.read_raw(scene, sources=texts if scene == "scene1" else None).values():
             if sample.id in live and _slot(sample) in slots and sample.generation["cache_key"] not in fresh_keys:
                 retired.append(sample.id)
     return retired

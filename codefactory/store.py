@@ -8,7 +8,6 @@ them always gives byte-identical files.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from codefactory.fileio import (
     read_jsonl,
 )
 from codefactory.models import DatasetVersion, Sample
+from codefactory.rawlog import RawLogIndex, line_id
 
 SCENES = ("scene1", "scene2")
 
@@ -67,7 +67,7 @@ class LiveSet:
 class DatasetStore:
     def __init__(self, out: Path) -> None:
         self.out = out
-        self._raw_ids: dict[str, set[str]] = {}
+        self._raw: dict[str, RawLogIndex] = {}
 
     def raw_path(self, scene: str) -> Path:
         return self.out / f"{scene}_raw.jsonl"
@@ -88,45 +88,36 @@ class DatasetStore:
         With `sync=False` the lines are written but not yet fsynced: call `sync_raw()` before a version
         refers to them. (Their replies are already durable in the cache, so nothing paid for is at risk.)"""
         for scene in SCENES:
-            known = self._known_ids(scene)
+            known = self._index(scene).ids()
             fresh = [s for s in samples if s.scene == scene and s.id not in known]
             if fresh:
                 append_jsonl(self.raw_path(scene), (s.to_record() for s in fresh), sync=sync)
-                known.update(s.id for s in fresh)
 
     def sync_raw(self) -> None:
         for scene in SCENES:
             fsync_file(self.raw_path(scene))
 
     def read_raw(
-        self,
-        scene: str,
-        *,
-        ids: Collection[str] | None = None,
-        containing: Collection[str] | None = None,
-        sources: Mapping[str, Collection[str]] | None = None,
+        self, scene: str, *, ids: Collection[str] | None = None, sources: Mapping[str, Collection[str]] | None = None
     ) -> dict[str, Sample]:
-        """Logged samples of a scene. With `ids`, `containing` and/or `sources`, only the samples with one of
-        those ids, whose line holds one of those strings, or whose `source[key]` is one of `sources[key]`
-        are parsed: a small update of a large dataset stays cheap."""
-        everything = ids is None and containing is None and sources is None
-        wanted = ids if isinstance(ids, AbstractSet) else set(ids or ())
-        # One alternation scanned in C, so many needles over a large log stay cheap.
-        needles = re.compile("|".join(map(re.escape, containing))) if containing else None
+        """Logged samples of a scene, in log order. With `ids` and/or `sources`, only the samples with one of
+        those ids or whose `source[key]` is one of `sources[key]` (keys: rawlog.INDEXED): only their lines
+        are read, so a small update of a large dataset stays cheap."""
+        if ids is None and sources is None:
+            lines: Iterable[str] = complete_lines(self.raw_path(scene))
+            wanted: Collection[str] = ()
+        else:
+            index = self._index(scene)
+            wanted = ids if isinstance(ids, AbstractSet) else set(ids or ())
+            lines = index.lines([*wanted, *index.find(sources or {})])
         fields = {key: set(values) for key, values in (sources or {}).items() if values}
         samples = {}
-        for line in complete_lines(self.raw_path(scene)):
-            by_source = False
-            if not (everything or (wanted and line_id(line) in wanted)
-                    or (needles is not None and needles.search(line))):
-                if not (fields and _may_hold(line, fields)):
-                    continue
-                by_source = True
+        for line in lines:
             try:
                 record = json.loads(line)
             except ValueError:
                 continue
-            if by_source:
+            if fields and record["id"] not in wanted:
                 source = record.get("source") or {}
                 if not any(source.get(key) in values for key, values in fields.items()):
                     continue  # the value was in some other field of that name, not in the provenance
@@ -151,10 +142,10 @@ class DatasetStore:
                 result.append((sample, live.added_in[sample_id]))
         return result
 
-    def _known_ids(self, scene: str) -> set[str]:
-        if scene not in self._raw_ids:
-            self._raw_ids[scene] = {i for i in map(line_id, complete_lines(self.raw_path(scene))) if i}
-        return self._raw_ids[scene]
+    def _index(self, scene: str) -> RawLogIndex:
+        if scene not in self._raw:
+            self._raw[scene] = RawLogIndex(self.raw_path(scene))
+        return self._raw[scene]
 
     # -- versions -------------------------------------------------------------------------
 
@@ -299,38 +290,5 @@ class DatasetStore:
                 changed.update(record["added"], record["retired"], record.get("moved", {}))
         return changed
 
-_ID_PREFIX = '{"id":"'
-
-
-def line_id(line: str) -> str | None:
-    """A record's id without parsing the whole line (records are written with the id first)."""
-    if line.startswith(_ID_PREFIX):
-        end = line.find('"', len(_ID_PREFIX))
-        if end > 0 and "\\" not in line[: end]:
-            return line[len(_ID_PREFIX) : end]
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    return record.get("id") if isinstance(record, dict) else None
-
 
 _line_id = line_id  # the name quality.py imports
-
-
-def _may_hold(line: str, fields: Mapping[str, set[str]]) -> bool:
-    """Whether some `"key":"value"` pair in the line, at any depth, has one of the wanted values: a cheap
-    test that never misses the record's own source, as lines are written compact (fileio.dumps_line)."""
-    for key, values in fields.items():
-        marker = f'"{key}":"'
-        start = line.find(marker)
-        while start >= 0:
-            start += len(marker)
-            end = line.find('"', start)
-            if end < 0:
-                return True  # not a line we wrote: let the parser judge it
-            value = line[start:end]
-            if "\\" in value or value in values:
-                return True  # with an escape the quote found may be part of the value: parse to know
-            start = line.find(marker, end)
-    return False

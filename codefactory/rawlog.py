@@ -1,0 +1,135 @@
+"""Where each sample's line is in an append-only raw log, kept up to date as the log grows.
+
+A small update of a large dataset reads samples by id or by provenance (the file or the chunk text they
+came from). One pass over the log notes where each complete line is and which `path` and `chunk_sha256`
+values it holds; later lookups read only the lines they need, and a log that has grown since is indexed
+from where the last pass ended. A run makes several such lookups (its plan, the ids already logged, the
+samples it supersedes, the SFT rebuild), so it pays for one pass instead of one per lookup.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Collection, Iterable, Iterator, KeysView, Mapping
+from pathlib import Path
+
+# The provenance fields lines can be found by. A line is indexed under every `"key":"value"` pair it holds at
+# any depth, so a lookup may return more lines than asked for (the caller checks the record's own source)
+# but never fewer: lines are written compact (fileio.dumps_line) and JSON escapes every quote in a value.
+INDEXED = ("path", "chunk_sha256")
+_MARKERS = {key: f'"{key}":"'.encode() for key in INDEXED}
+_ID_PREFIX = '{"id":"'
+_ID_PREFIX_BYTES = _ID_PREFIX.encode()
+
+
+class RawLogIndex:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._reset(None)
+
+    def _reset(self, identity: tuple[int, int] | None) -> None:
+        self._identity = identity  # (device, inode) of the file indexed: a replaced log is indexed afresh
+        self._end = 0  # bytes of complete lines indexed so far
+        self._at: dict[str, tuple[int, int]] = {}  # id -> (offset, length) of its latest line
+        self._by: dict[str, dict[str, set[str]]] = {key: {} for key in INDEXED}
+        self._unsure: set[str] = set()  # ids of lines with an escaped value: looked at by every lookup
+
+    def ids(self) -> KeysView[str]:
+        """The ids of the complete lines."""
+        self._refresh()
+        return self._at.keys()
+
+    def find(self, sources: Mapping[str, Collection[str]]) -> set[str]:
+        """Ids of the lines holding `"key":"value"` for one of `sources[key]`, among others (see INDEXED)."""
+        unknown = set(sources) - set(INDEXED)
+        if unknown:
+            raise ValueError(f"raw lines are not indexed by {', '.join(sorted(unknown))}")
+        self._refresh()
+        found = set()
+        for key, values in sources.items():
+            by_value = self._by[key]
+            for value in values:
+                found.update(by_value.get(value, ()))
+        if any(sources.values()):
+            found |= self._unsure
+        return found
+
+    def lines(self, ids: Iterable[str]) -> Iterator[str]:
+        """The latest line of each of these ids, in log order; unknown ids are left out."""
+        self._refresh()
+        spans = sorted(span for i in set(ids) if (span := self._at.get(i)) is not None)
+        if not spans:
+            return
+        with open(self.path, "rb") as handle:
+            if sum(length for _, length in spans) > self._end // 2:  # most of the log: one read, then slices
+                data = memoryview(handle.read(self._end))
+                for offset, length in spans:
+                    yield str(data[offset : offset + length], "utf-8")
+                return
+            for offset, length in spans:
+                handle.seek(offset)
+                yield handle.read(length).decode("utf-8")
+
+    def _refresh(self) -> None:
+        try:
+            status = os.stat(self.path)
+        except FileNotFoundError:
+            self._reset(None)
+            return
+        identity = (status.st_dev, status.st_ino)
+        if identity != self._identity or status.st_size < self._end:
+            self._reset(identity)
+        if status.st_size > self._end:
+            self._extend()
+
+    def _extend(self) -> None:
+        with open(self.path, "rb") as handle:
+            handle.seek(self._end)
+            offset = self._end
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break  # a write that never finished: indexed once a repaired log has it whole
+                self._add(line, offset)
+                offset += len(line)
+        self._end = offset
+
+    def _add(self, line: bytes, offset: int) -> None:
+        sample_id = _bytes_line_id(line)
+        if sample_id is None:
+            return  # blank, or not a record: no lookup can return it
+        self._at[sample_id] = (offset, len(line))
+        for key, marker in _MARKERS.items():
+            start = line.find(marker)
+            while start >= 0:
+                start += len(marker)
+                end = line.find(b'"', start)
+                value = line[start:end]
+                if end < 0 or b"\\" in value:  # the quote found may be escaped: let the lookup parse the line
+                    self._unsure.add(sample_id)
+                    break
+                self._by[key].setdefault(value.decode("utf-8"), set()).add(sample_id)
+                start = line.find(marker, end)
+
+
+def line_id(line: str) -> str | None:
+    """A record's id without parsing the whole line (records are written with the id first)."""
+    if line.startswith(_ID_PREFIX):
+        end = line.find('"', len(_ID_PREFIX))
+        if end > 0 and line.find("\\", len(_ID_PREFIX), end) < 0:
+            return line[len(_ID_PREFIX) : end]
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record.get("id") if isinstance(record, dict) else None
+
+
+def _bytes_line_id(line: bytes) -> str | None:
+    if line.startswith(_ID_PREFIX_BYTES):
+        end = line.find(b'"', len(_ID_PREFIX_BYTES))
+        if end > 0 and line.find(b"\\", len(_ID_PREFIX_BYTES), end) < 0:
+            return line[len(_ID_PREFIX_BYTES) : end].decode("utf-8")
+    if not line.strip():
+        return None
+    return line_id(line.decode("utf-8", errors="replace"))

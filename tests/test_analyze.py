@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -45,6 +46,7 @@ def test_forked_workers_match_the_serial_path() -> None:
     assert as_json(forked) == as_json(serial)
     assert [c.to_dict() for c in serial[0]] == [c.to_dict() for c in chunk_files(files, max_tokens=300, min_tokens=40)]
     assert serial[1]["csv.py"] == extract_symbols(files[5])
+    assert [c.to_dict() for c in serial[0]] == [dataclasses.asdict(c) for c in serial[0]]
 
 
 def test_small_trees_and_running_threads_stay_serial() -> None:

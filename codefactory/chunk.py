@@ -423,9 +423,10 @@ class _Chunker:
             position += item.tokens
             if isinstance(item, _Piece) and item.mergeable and item.tokens < self.min:
                 # By name first, so an edit to the body of a definition does not move the anchors.
-                text = (item.text if item.text is not None else self.text(item.start, item.end)).encode("utf-8", "surrogatepass")
-                name = item.symbol.encode("utf-8", "surrogatepass") if item.symbol else text
-                keys.append(zlib.crc32(name) << 32 | zlib.crc32(text))
+                text = item.text if item.text is not None else self.text(item.start, item.end)
+                data = text.encode("utf-8", "surrogatepass")
+                name = item.symbol.encode("utf-8", "surrogatepass") if item.symbol else data
+                keys.append(zlib.crc32(name) << 32 | zlib.crc32(data))
             else:
                 keys.append(-1)
         # A run of tiny pieces that fits one group is merged whole as before: no anchors in it.

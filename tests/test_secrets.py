@@ -214,3 +214,14 @@ def test_prefilter_matches_the_regex_reference_on_real_code(module: object) -> N
     assert redaction._candidate_lines(source) == _regex_prefilter(source)
     assert redaction._candidate_lines("\n".join(planted_files().values())) == _regex_prefilter(
         "\n".join(planted_files().values()))
+
+
+def test_each_rule_gate_is_a_literal_of_its_rule() -> None:
+    """_scan_line skips a rule when its gate is missing from the line: the gate must be in every match."""
+    for kind, literal, regex in redaction._EXTRA_TOKENS:
+        assert literal in regex.pattern.replace("[sr]k_", "k_"), kind
+    entropy = redaction._rules()[1]
+    assert entropy and all(redaction._QUOTED_ONLY.match(p.regex.pattern) for p in entropy)
+    value = SECRETS["high-entropy-string"]
+    assert find_secrets(f"x = '{value}'") == [("high-entropy-string", value)]
+    assert find_secrets(f"x = {value}") == []  # unquoted: the entropy rules never matched it

@@ -1,4 +1,7 @@
-"""The `codefactory` command: parses options, calls the library, maps errors to exit codes."""
+"""The `codefactory` command: parses options, calls the library, maps errors to exit codes.
+
+The library is imported by the commands that use it, not here: `--help`, `install-hook` and the error
+paths start without loading the pipeline, git, tree-sitter and the rest (a fifth of a second)."""
 
 from __future__ import annotations
 
@@ -7,16 +10,15 @@ import logging
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from codefactory import __version__, pipeline
-from codefactory.config import load_config
+from codefactory import __version__
 from codefactory.errors import CodefactoryError
-from codefactory.gitrepo import GitRepo
-from codefactory.summary import describe_report, describe_stats
-from codefactory.ui import console, print_lines
+
+if TYPE_CHECKING:
+    from codefactory import pipeline
 
 log = logging.getLogger("codefactory")
 
@@ -31,6 +33,10 @@ class State:
         self.verbosity = verbosity
 
     def workspace(self, **overrides: Any) -> pipeline.Workspace:
+        from codefactory import pipeline
+        from codefactory.config import load_config
+        from codefactory.gitrepo import GitRepo
+
         repo = GitRepo(self.repo_path)
         config = load_config(repo.root, self.config_file, {**self.flags, **overrides})
         return pipeline.Workspace(repo=repo, config=config, progress=self.verbosity >= 0)
@@ -69,6 +75,8 @@ def cli(ctx: click.Context, repo: str, config_file: str | None, verbose: int, qu
 @pass_state
 def scan(state: State) -> None:
     """List the files that would be processed (-v: and why the others are skipped)."""
+    from codefactory import pipeline
+
     ws = state.workspace()
     result = pipeline.scan(ws.repo, ws.config["rev"], include=ws.config["scan.include"],
                            exclude=ws.config["scan.exclude"], max_file_bytes=ws.config["scan.max_file_bytes"])
@@ -88,6 +96,8 @@ def scan(state: State) -> None:
 @pass_state
 def chunk(state: State) -> None:
     """Write chunks.json."""
+    from codefactory import pipeline
+
     ws = state.workspace()
     snapshot = pipeline.take_snapshot(ws)
     path = pipeline.write_chunks(ws, snapshot)
@@ -98,6 +108,8 @@ def chunk(state: State) -> None:
 @pass_state
 def skeleton(state: State) -> None:
     """Write project_skeleton.txt and project_skeleton.json."""
+    from codefactory import pipeline
+
     ws = state.workspace()
     snapshot = pipeline.take_snapshot(ws)
     paths = pipeline.write_skeleton(ws, snapshot)
@@ -112,6 +124,8 @@ def skeleton(state: State) -> None:
 @pass_state
 def scene1(state: State, limit: int | None, qa_count: int | None, dry_run: bool) -> None:
     """Business-logic Q&A from the code chunks."""
+    from codefactory import pipeline
+
     ws = state.workspace(**{"scene1.limit": limit, "scene1.qa_count": qa_count})
     report = pipeline.run_scene1(ws, dry_run=dry_run)
     _finish(report, state)
@@ -123,6 +137,8 @@ def scene1(state: State, limit: int | None, qa_count: int | None, dry_run: bool)
 @pass_state
 def scene2(state: State, count: int | None, dry_run: bool) -> None:
     """Architectural design proposals from the project skeleton."""
+    from codefactory import pipeline
+
     ws = state.workspace(**{"scene2.count": count})
     report = pipeline.run_scene2(ws, dry_run=dry_run)
     _finish(report, state)
@@ -136,6 +152,8 @@ def scene2(state: State, count: int | None, dry_run: bool) -> None:
 @pass_state
 def build(state: State, limit: int | None, qa_count: int | None, count: int | None, dry_run: bool) -> None:
     """The whole job: chunks, skeleton, Scene-1, Scene-2 and the combined dataset."""
+    from codefactory import pipeline
+
     ws = state.workspace(**{"scene1.limit": limit, "scene1.qa_count": qa_count, "scene2.count": count})
     report = pipeline.run_build(ws, dry_run=dry_run)
     _finish(report, state)
@@ -145,6 +163,8 @@ def build(state: State, limit: int | None, qa_count: int | None, count: int | No
 @pass_state
 def stats(state: State) -> None:
     """Counts, coverage and token totals of the dataset."""
+    from codefactory.summary import describe_stats
+
     ws = state.workspace()
     for line in describe_stats(ws.out):
         click.echo(line)
@@ -176,6 +196,7 @@ def incremental(state: State, since: str | None, until: str | None, fallback: st
 def export(state: State, fmt: str, to: str | None, split: float | None) -> None:
     """Write the live, cleaned dataset in a fine-tuning format."""
     from codefactory.export import describe_export, export_dataset
+    from codefactory.ui import print_lines
 
     ws = state.workspace(**{"export.split": split})
     print_lines(describe_export(export_dataset(ws, fmt, Path(to) if to else None)))
@@ -198,6 +219,7 @@ def report(state: State, to: str | None) -> None:
 @pass_state
 def install_hook(state: State, uninstall: bool, strict: bool) -> None:
     """Install the pre-push hook that updates the dataset on every push."""
+    from codefactory.gitrepo import GitRepo
     from codefactory.hooks import install, uninstall as remove
 
     repo = GitRepo(state.repo_path)
@@ -211,6 +233,9 @@ def _shown(path: str) -> str:
 
 
 def _finish(report: pipeline.RunReport, state: State) -> None:
+    from codefactory.summary import describe_report
+    from codefactory.ui import print_lines
+
     print_lines(describe_report(report, verbose=state.verbosity > 0))
     if report.failed:
         sys.exit(1)
@@ -244,5 +269,7 @@ def main() -> None:
 
 
 def _interrupted() -> None:
+    from codefactory.ui import console
+
     console.print("interrupted: finished samples are cached; run the same command again to resume", markup=False)
     sys.exit(130)

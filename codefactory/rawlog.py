@@ -99,6 +99,9 @@ class RawLogIndex:
         if sample_id is None:
             return  # blank, or not a record: no lookup can return it
         self._at[sample_id] = (offset, len(line))
+        if not line.startswith(_ID_PREFIX_BYTES):  # not written compact by us: the markers may not match
+            self._unsure.add(sample_id)
+            return
         for key, marker in _MARKERS.items():
             start = line.find(marker)
             while start >= 0:

@@ -67,3 +67,7 @@ def test_nested_and_escaped_values_are_found_too(tmp_path: Path) -> None:
     assert index.find({"path": set()}) == set()
     with pytest.raises(ValueError):
         index.find({"symbol": {"f"}})
+
+    with open(log, "a", encoding="utf-8") as handle:  # written by another tool, with spaces
+        handle.write(json.dumps(record(4, "d.py")) + "\n")
+    assert index.find({"path": {"a.py"}}) == {"s1-1", "s1-2", "s1-4"}

@@ -8,6 +8,7 @@ proposals; the full run verifies that by really rebuilding with an empty cache.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import statistics
 import subprocess
@@ -18,8 +19,9 @@ from pathlib import Path
 from bench.corpora import CACHE, Corpus, make_one_file_commit
 from bench.harness import PhaseTimer, Row, fresh, reset_cache, workspace
 from bench.llmserver import LoopbackLLM
+import codefactory
+from codefactory import pipeline, quality_cache
 from codefactory.incremental import run_incremental
-from codefactory import pipeline
 from codefactory.pipeline import Workspace, run_build, take_snapshot
 from codefactory.scene1 import plan_scene1
 
@@ -104,8 +106,9 @@ def measure_history(corpus: Corpus, server: LoopbackLLM, scratch: Path, *, real_
 
 
 def baseline_dataset(corpus: Corpus, server: LoopbackLLM, limit: int | None) -> Path:
-    """A dataset of `corpus` at its head (Scene-1 for `limit` chunks), built once and kept in bench/.cache."""
-    key = f"{corpus.head}-{limit}"
+    """A dataset of `corpus` at its head (Scene-1 for `limit` chunks), built once and kept in bench/.cache until
+    the corpus or the code that decides the chunks and their requests changes."""
+    key = f"{corpus.head}-{limit}-{_chunking_fingerprint()}"
     home = CACHE / "datasets" / f"{corpus.name}-{limit or 'all'}"
     marker = home / "key"
     if marker.is_file() and marker.read_text() == key:
@@ -117,6 +120,13 @@ def baseline_dataset(corpus: Corpus, server: LoopbackLLM, limit: int | None) -> 
     reset_cache(corpus.root)
     marker.write_text(key)
     return home / "data"
+
+
+def _chunking_fingerprint() -> str:
+    package = Path(codefactory.__file__).parent
+    parts = [package / name for name in ("chunk.py", "outline.py", "languages.py", "analyze.py", "scene1.py")]
+    parts += sorted((package / "prompts").glob("scene1*"))
+    return hashlib.sha256(b"".join(p.read_bytes() for p in parts)).hexdigest()[:12]
 
 
 def measure_one_file_commit(corpus: Corpus, server: LoopbackLLM, scratch: Path, data: Path, *, repeats: int,
@@ -134,6 +144,7 @@ def measure_one_file_commit(corpus: Corpus, server: LoopbackLLM, scratch: Path, 
         shutil.copytree(data, out)
         ws = workspace(corpus.root, server.base_url, out)
         reset_cache(corpus.root)  # the edited function's reply must be asked for, every time
+        quality_cache._MEMO.clear()  # each repeat loads the index summary from disk, as a new process does
         server.reset()
         with PhaseTimer({"quality assessment": (pipeline, "assess_dataset"),
                          "LLM client start": (Workspace, "open_llm")}) as timer:

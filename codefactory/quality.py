@@ -285,14 +285,15 @@ def assess_dataset(ws: "Workspace", store: DatasetStore, commit: str, *, snapsho
         items, rows = [], {}
         for scene, sample_id, line in lines:
             checksum = f"{zlib.crc32(line.encode('utf-8')):08x}:{len(line)}"
-            row = kept.get(sample_id) if scene == "scene1" else None
-            known = Facts.from_row(row[1]) if row is not None and row[0] == checksum else None
+            entry = kept.get(sample_id) if scene == "scene1" else None
+            known = Facts.from_row(entry[1]) if entry is not None and entry[0] == checksum else None
             if known is not None and (live.moved.get(sample_id) or {}).get("language", known.language) == known.language:
                 item = _Item(sample_id, scene, _text_reader(line, live), known)
+                rows[sample_id] = entry
             else:
                 item = _Item.of(_parse(line, live), settings)
-            if item.facts is not None:
-                rows[sample_id] = (checksum, item.facts.to_row())
+                if item.facts is not None:
+                    rows[sample_id] = [checksum, item.facts.to_row()]
             items.append(item)
         signatures = SignatureStore(ws)
         assessment = _decide(items, repo_index(ws, commit, snapshot, base), settings, signatures.load())

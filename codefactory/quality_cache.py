@@ -385,20 +385,20 @@ class FactStore:
         self.key = key
         self._read: dict[str, Any] = {}
 
-    def load(self) -> dict[str, tuple[str, list[Any]]]:
+    def load(self) -> dict[str, list[Any]]:
+        """{id: [line checksum, facts row]}, as read: kept entries are written back as they are."""
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             self._read = data["facts"] if data.get("key") == self.key and isinstance(data.get("facts"), dict) else {}
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             self._read = {}  # missing or damaged: taken again from the samples
-        return {i: (row[0], row[1]) for i, row in self._read.items()}
+        return self._read
 
-    def save(self, rows: Mapping[str, tuple[str, list[Any]]]) -> None:
+    def save(self, rows: Mapping[str, list[Any]]) -> None:
         """Keep exactly `rows` (the live samples'), written only when they differ from what was read."""
-        if rows.keys() == self._read.keys() and all(self._read[i][0] == c for i, (c, _) in rows.items()):
+        if rows.keys() == self._read.keys() and all(self._read[i] is r for i, r in rows.items()):
             return
         try:
-            atomic_write_text(self.path, json.dumps({"key": self.key, "facts": {i: list(r) for i, r in rows.items()}},
-                                                    ensure_ascii=False))
+            atomic_write_text(self.path, json.dumps({"key": self.key, "facts": rows}, ensure_ascii=False))
         except OSError:
             pass  # a read-only checkout: the next run takes them again

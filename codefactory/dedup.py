@@ -119,9 +119,7 @@ def deduplicate(candidates: Sequence[Candidate], threshold: float,
     scenes = np.array([c.scene for c, _ in unique])
     groups = np.empty((len(unique), bands), dtype=np.int64)
     for band in range(bands):
-        block = np.ascontiguousarray(values[:, band * rows:(band + 1) * rows])
-        keys = block.view(np.dtype((np.void, block.dtype.itemsize * rows))).ravel()
-        _, groups[:, band] = np.unique(keys, return_inverse=True)
+        groups[:, band] = _equal_rows(values[:, band * rows:(band + 1) * rows])
     # Different scenes never pair: a scene's own offset keeps their groups apart.
     for offset, scene in enumerate(sorted(set(scenes.tolist()))):
         groups[scenes == scene] += offset * len(unique)
@@ -147,6 +145,27 @@ def deduplicate(candidates: Sequence[Candidate], threshold: float,
         for band, group in enumerate(row):
             kept_in[band].setdefault(group, []).append(candidate.id)
     return dropped
+
+
+def _equal_rows(block: Any) -> Any:
+    """Group ids of the rows of a (n × r) uint64 block: equal ids exactly when the rows are equal.
+
+    Rows are hashed to one uint64 first, which sorts far faster than whole rows; only rows whose hash
+    another row shares are then grouped by their bytes, so a hash collision never joins unequal rows."""
+    import numpy as np
+
+    mixed = np.zeros(len(block), dtype=np.uint64)
+    for column in range(block.shape[1]):
+        mixed = (mixed ^ block[:, column]) * np.uint64(0x100000001B3)  # FNV-style, wrapping mod 2^64
+    _, groups, counts = np.unique(mixed, return_inverse=True, return_counts=True)
+    groups = groups.astype(np.int64)
+    shared = np.flatnonzero(counts[groups] > 1)
+    if len(shared):
+        rows = np.ascontiguousarray(block[shared])
+        _, exact = np.unique(rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel(),
+                             return_inverse=True)
+        groups[shared] = len(block) + exact
+    return groups
 
 
 def _shingles_of(sample_id: str, normalised: str, grams_of: dict[str, set[str]]) -> set[str]:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import marshal
 import os
+import sys
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from codefactory import __version__
-from codefactory.fileio import atomic_write_text
+from codefactory.fileio import atomic_write_bytes
 from codefactory.grounding import Definition, FileEntry, RepoIndex, file_entry, path_names
 from codefactory.models import SourceFile
 from codefactory.skeleton import FileSymbols, extract_symbols
@@ -33,9 +35,13 @@ from codefactory.skeleton import FileSymbols, extract_symbols
 if TYPE_CHECKING:
     from codefactory.pipeline import Snapshot, Workspace
 
-INDEX_DIR = "index"  # one summary per recent commit: index/<commit>.json
+INDEX_DIR = "index"  # one summary per recent commit: index/<commit>.marshal
 ENTRIES_DIR = "entries"  # per-file entries by content, shared by every commit (diskcache)
-_FORMAT = 2  # bump when what a FileEntry or a summary holds changes
+_FORMAT = 3  # bump when what a FileEntry, a summary or the facts hold changes
+# The summaries and facts are plain dicts, lists and strings read on every run: marshal reads and writes them
+# several times faster than json. Its bytes belong to one Python version, so the stamp names it; a file with
+# another stamp, or one that does not read, is recomputed.
+_STAMP = f"{_FORMAT}/{marshal.version}/{sys.version_info[0]}.{sys.version_info[1]}"
 _KEEP_COMMITS = 4  # summaries kept: a branch and its base, with room to spare
 
 
@@ -109,6 +115,13 @@ class EntryStore:
         if self._cache is not None:
             self._cache.close()
             self._cache = None
+
+
+def _read_marshal(path: Path) -> dict[str, Any]:
+    data = marshal.loads(path.read_bytes())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds no mapping")
+    return data
 
 
 def _file_tokens(path: str, entry: FileEntry) -> set[str]:
@@ -236,23 +249,24 @@ class SummaryStore:
         self.key = scan_key(ws)
 
     def path(self, commit: str) -> Path:
-        return self.directory / f"{commit}.json"
+        return self.directory / f"{commit}.marshal"
 
     def load(self, commit: str) -> IndexSummary | None:
         try:
-            data = json.loads(self.path(commit).read_text(encoding="utf-8"))
-            if data.get("format") != _FORMAT or data.get("key") != self.key:
+            data = _read_marshal(self.path(commit))
+            if data.get("format") != _STAMP or data.get("key") != self.key:
                 return None
             return IndexSummary.from_json(data)
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            return None  # missing or damaged: recomputed
+        except Exception:  # missing or damaged (marshal raises several kinds): recomputed  # noqa: BLE001
+            return None
 
     def save(self, commit: str, summary: IndexSummary) -> None:
         try:
             # One C-encoded string: names are ASCII identifiers, so no wide-string blow-up (fileio.py).
-            atomic_write_text(self.path(commit), json.dumps({"format": _FORMAT, "key": self.key, **summary.to_json()}))
-            kept = sorted(self.directory.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-            for old in kept[_KEEP_COMMITS:]:
+            atomic_write_bytes(self.path(commit), [marshal.dumps({"format": _STAMP, "key": self.key,
+                                                                 **summary.to_json()})])
+            kept = sorted(self.directory.glob("*.marshal"), key=lambda p: p.stat().st_mtime, reverse=True)
+            for old in [*kept[_KEEP_COMMITS:], *self.directory.glob("*.json")]:  # *.json: format 2's
                 old.unlink(missing_ok=True)
             (self.directory.parent / "index.json").unlink(missing_ok=True)  # format 1's single index
         except OSError:
@@ -373,7 +387,7 @@ class SignatureStore:
             pass  # a read-only checkout: the next run hashes again
 
 
-FACTS_FILE = "facts.json"
+FACTS_FILE = "facts.marshal"
 
 
 class FactStore:
@@ -388,10 +402,11 @@ class FactStore:
     def load(self) -> dict[str, list[Any]]:
         """{id: [line checksum, facts row]}, as read: kept entries are written back as they are."""
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            self._read = data["facts"] if data.get("key") == self.key and isinstance(data.get("facts"), dict) else {}
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            self._read = {}  # missing or damaged: taken again from the samples
+            data = _read_marshal(self.path)
+            fits = data.get("format") == _STAMP and data.get("key") == self.key and isinstance(data.get("facts"), dict)
+            self._read = data["facts"] if fits else {}
+        except Exception:  # missing or damaged (marshal raises several kinds): taken again  # noqa: BLE001
+            self._read = {}
         return self._read
 
     def save(self, rows: Mapping[str, list[Any]]) -> None:
@@ -399,6 +414,6 @@ class FactStore:
         if rows.keys() == self._read.keys() and all(self._read[i] is r for i, r in rows.items()):
             return
         try:
-            atomic_write_text(self.path, json.dumps({"key": self.key, "facts": rows}, ensure_ascii=False))
+            atomic_write_bytes(self.path, [marshal.dumps({"format": _STAMP, "key": self.key, "facts": dict(rows)})])
         except OSError:
             pass  # a read-only checkout: the next run takes them again

@@ -149,6 +149,17 @@ def test_near_duplicates_with_kept_signatures_read_only_the_texts_lsh_pairs() ->
     assert deduplicate([Candidate("a", "scene1", texts["a"]), Candidate("b", "scene2", texts["b"])], 0.8) == {}
 
 
+def test_band_rows_share_a_group_exactly_when_equal() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    block = rng.integers(0, 4, size=(400, 3), dtype=np.uint64)  # few values: many equal rows, some hashes shared
+    groups = dedup._equal_rows(block)
+    for a in range(0, 400, 7):
+        for b in range(400):
+            assert (groups[a] == groups[b]) == bool((block[a] == block[b]).all())
+
+
 def test_default_lsh_bands_are_the_ones_datasketch_picks() -> None:
     from datasketch import MinHashLSH
 

@@ -53,7 +53,7 @@ def test_index_from_snapshot_scan_and_patch_equal_a_fresh_scan(shop_repo, tmp_pa
         s.path: s for s in snapshot.skeleton.files}))) == expected
     assert _view(RepoIndex.from_entries(quality_cache.scan_entries(ws, head))) == expected
     assert _view(quality_cache.repo_index_at(ws, head, snapshot)) == expected
-    assert (quality_cache.quality_cache_dir(ws) / quality_cache.INDEX_DIR / f"{head}.json").is_file()
+    assert (quality_cache.quality_cache_dir(ws) / quality_cache.INDEX_DIR / f"{head}.marshal").is_file()
 
     # A commit that edits, adds, deletes and renames: the base's index patched with the rescanned files.
     after = commit_files(shop_repo, {"shop/orders.py": FILES["shop/orders.py"] + "\n\ndef refund_all(x):\n    return x\n",
@@ -91,6 +91,12 @@ def test_cached_assessment_equals_a_fresh_one(tmp_path: Path, scripted_server: S
     some = sorted(entries)[0]
     entries[some] = ("affine32:" + "0" * 40, entries[sorted(entries)[1]][1])
     kept.save({s.id for s in samples} | {"new"})
+    assert assess_dataset(ws, store, commit).to_dict() == fresh
+    # Damaged kept files (a torn write, another Python's marshal) cost a recomputation, never the run.
+    for damaged in [quality_cache.per_dataset(ws, quality_cache.FACTS_FILE),
+                    *(quality_cache.quality_cache_dir(ws) / quality_cache.INDEX_DIR).iterdir()]:
+        damaged.write_bytes(b"\xff\x00garbage")
+    quality_cache._MEMO.clear()
     assert assess_dataset(ws, store, commit).to_dict() == fresh
 
 

@@ -139,12 +139,17 @@ def measure_one_file_commit(corpus: Corpus, server: LoopbackLLM, scratch: Path, 
     cli_walls: list[float] = []
     phases: dict[str, float] = {}
     sent: dict[str, int] = {}
+    # What the run that built the dataset at the corpus head leaves behind: the head's index summary, which
+    # an incremental run patches (rebuilt here only when a format change made it unreadable).
+    quality_cache.repo_index_at(workspace(corpus.root, server.base_url, data), corpus.head)
     for _ in range(repeats):
         shutil.rmtree(out, ignore_errors=True)
         shutil.copytree(data, out)
         ws = workspace(corpus.root, server.base_url, out)
         reset_cache(corpus.root)  # the edited function's reply must be asked for, every time
-        quality_cache._MEMO.clear()  # each repeat loads the index summary from disk, as a new process does
+        # Each repeat patches the head's index summary and reads it from disk, as a new process does.
+        quality_cache._MEMO.clear()
+        quality_cache.SummaryStore(ws).path(commit).unlink(missing_ok=True)
         server.reset()
         with PhaseTimer({"quality assessment": (pipeline, "assess_dataset"),
                          "LLM client start": (Workspace, "open_llm")}) as timer:

@@ -116,13 +116,13 @@ def deduplicate(candidates: Sequence[Candidate], threshold: float,
     # LSH is only the candidate filter, set well below the threshold so pairs just above it are not missed.
     # Two texts are paired when all `rows` values of some band agree (what MinHashLSH.query finds); the bands
     # are grouped for all candidates at once, so only those sharing a band with another are visited one by one.
-    scenes = np.array([c.scene for c, _ in unique])
+    scene_of = {scene: n for n, scene in enumerate(sorted({c.scene for c, _ in unique}))}
+    scenes = np.array([scene_of[c.scene] for c, _ in unique], dtype=np.int64)
     groups = np.empty((len(unique), bands), dtype=np.int64)
     for band in range(bands):
         groups[:, band] = _equal_rows(values[:, band * rows:(band + 1) * rows])
     # Different scenes never pair: a scene's own offset keeps their groups apart.
-    for offset, scene in enumerate(sorted(set(scenes.tolist()))):
-        groups[scenes == scene] += offset * len(unique)
+    groups += (scenes * 2 * len(unique))[:, None]  # _equal_rows gives ids below 2 × rows
     shared = np.zeros(len(unique), dtype=bool)
     for band in range(bands):
         shared |= np.bincount(groups[:, band])[groups[:, band]] > 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from functools import partial
 from collections import Counter
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -325,7 +326,11 @@ def _parse(line: str, live: LiveSet) -> Sample:
 
 
 def _text_reader(line: str, live: LiveSet) -> Callable[[], str]:
-    return lambda: dedup_text(_parse(line, live))
+    return partial(_text_of, line, live)  # a partial, not a closure: one is made per live sample
+
+
+def _text_of(line: str, live: LiveSet) -> str:
+    return dedup_text(_parse(line, live))
 
 
 def current_assessment(ws: "Workspace", store: DatasetStore, samples: Sequence[Sample]) -> Assessment:

@@ -151,7 +151,7 @@ class IndexSummary:
                 entry_of: Callable[[str], FileEntry | None]) -> "IndexSummary | None":
         """This summary with the `rescanned` paths replaced by `new` (a path absent from it is gone), or None
         when an old entry to take out is no longer kept."""
-        counts = Counter(self.counts)
+        counts = dict(self.counts)
         files = dict(self.files)
         definitions = dict(self.definitions)
         for path in rescanned:
@@ -160,13 +160,18 @@ class IndexSummary:
                 old = entry_of(files.pop(path))
                 if old is None:
                     return None
-                counts.subtract(_file_tokens(path, old))
+                for name in _file_tokens(path, old):
+                    if counts[name] > 1:
+                        counts[name] -= 1
+                    else:
+                        del counts[name]  # no file holds it any more
         for path, (key, entry) in new.items():
             files[path] = key
-            counts.update(_file_tokens(path, entry))
+            for name in _file_tokens(path, entry):
+                counts[name] = counts.get(name, 0) + 1
             if entry.definitions:
                 definitions[path] = _packed(entry.definitions)
-        return IndexSummary(files, {n: c for n, c in counts.items() if c > 0}, definitions)
+        return IndexSummary(files, counts, definitions)
 
     def index(self, names_of: Callable[[str], frozenset[str]]) -> RepoIndex:
         """The RepoIndex of this commit; `names_of(path)` gives one file's names, asked for only by Scene-2."""

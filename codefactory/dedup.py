@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,19 +174,86 @@ def _shingles_of(sample_id: str, normalised: str, grams_of: dict[str, set[str]])
     return grams_of[sample_id]
 
 
+class KeptSignatures(MutableMapping[str, tuple[str, Any]]):
+    """Signatures kept between runs ({id: ("scheme:digest", hash values)}) as the rows of one matrix, plus
+    the ones hashed since: a run gathers thousands of rows in one indexing step, not one by one."""
+
+    def __init__(self, ids: Sequence[str] = (), digests: Sequence[str] = (), matrix: Any = None) -> None:
+        self._rows = {i: (d, n) for n, (i, d) in enumerate(zip(ids, digests))}
+        self._matrix = matrix
+        self._new: dict[str, tuple[str, Any]] = {}
+
+    def __getitem__(self, sample_id: str) -> tuple[str, Any]:
+        if sample_id in self._new:
+            return self._new[sample_id]
+        digest, row = self._rows[sample_id]
+        return digest, self._matrix[row]
+
+    def __setitem__(self, sample_id: str, value: tuple[str, Any]) -> None:
+        self._rows.pop(sample_id, None)
+        self._new[sample_id] = value
+
+    def __delitem__(self, sample_id: str) -> None:
+        if self._new.pop(sample_id, None) is None:
+            del self._rows[sample_id]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._rows
+        yield from self._new
+
+    def __len__(self) -> int:
+        return len(self._rows) + len(self._new)
+
+    def digest(self, sample_id: str) -> str | None:
+        found = self._new.get(sample_id) or self._rows.get(sample_id)
+        return found[0] if found else None
+
+    def matrix(self, ids: Sequence[str]) -> Any:
+        """The hash values of `ids` (all kept), one row each, in that order."""
+        import numpy as np
+
+        values = np.empty((len(ids), NUM_PERM), dtype=np.uint64)
+        old = [(n, self._rows[i][1]) for n, i in enumerate(ids) if i in self._rows]
+        if old:
+            values[[n for n, _ in old]] = self._matrix[[row for _, row in old]]
+        for n, sample_id in enumerate(ids):
+            if sample_id in self._new:
+                values[n] = self._new[sample_id][1]
+        return values
+
+    def gather(self, wanted: Sequence[tuple[str, str]], into: Any) -> list[int]:
+        """Fill `into`'s rows with the kept values of (id, "scheme:digest") pairs; the positions not kept."""
+        positions, rows, missing = [], [], []
+        for position, (sample_id, digest) in enumerate(wanted):
+            found = self._rows.get(sample_id)
+            if found is not None and found[0] == digest:
+                positions.append(position)
+                rows.append(found[1])
+            elif sample_id in self._new and self._new[sample_id][0] == digest:
+                into[position] = self._new[sample_id][1]
+            else:
+                missing.append(position)
+        if positions:
+            into[positions] = self._matrix[rows]
+        return missing
+
+
 def _signatures(unique: Sequence[tuple[Candidate, str]], signatures: MutableMapping[str, tuple[str, Any]] | None,
                 normalised: Callable[[Candidate], str]) -> Any:
     """The (candidates × NUM_PERM) MinHash values: kept ones whose text digest still matches, else hashed."""
     import numpy as np
 
     values = np.empty((len(unique), NUM_PERM), dtype=np.uint64)
-    missing = []
-    for position, (candidate, digest) in enumerate(unique):
-        known = signatures.get(candidate.id) if signatures is not None else None
-        if known is not None and known[0] == f"{SCHEME}:{digest}":
-            values[position] = known[1]
-        else:
-            missing.append(position)
+    if isinstance(signatures, KeptSignatures):
+        missing = signatures.gather([(c.id, f"{SCHEME}:{d}") for c, d in unique], values)
+    else:
+        missing = []
+        for position, (candidate, digest) in enumerate(unique):
+            known = signatures.get(candidate.id) if signatures is not None else None
+            if known is not None and known[0] == f"{SCHEME}:{digest}":
+                values[position] = known[1]
+            else:
+                missing.append(position)
     if missing:
         # datasketch pulls in scipy (~0.4 s): imported only when there is something new to hash.
         from datasketch import MinHash

@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from codefactory import __version__
+from codefactory.dedup import KeptSignatures
 from codefactory.fileio import atomic_write_bytes
 from codefactory.grounding import Definition, FileEntry, RepoIndex, file_entry, path_names
 from codefactory.models import SourceFile
@@ -359,19 +360,19 @@ class SignatureStore:
 
     def __init__(self, ws: "Workspace") -> None:
         self.path = per_dataset(ws, SIGNATURES_FILE)
-        self.entries: dict[str, tuple[str, Any]] = {}
+        self.entries = KeptSignatures()
         self._read: dict[str, str] = {}  # id -> digest, as loaded
 
-    def load(self) -> dict[str, tuple[str, Any]]:
+    def load(self) -> KeptSignatures:
         import numpy as np  # datasketch's own dependency; loaded only when dedup runs
 
         try:
             with np.load(self.path, allow_pickle=False) as data:
-                ids, digests, values = data["ids"].tolist(), data["digests"].tolist(), data["values"]
-                self.entries = {i: (d, row) for i, d, row in zip(ids, digests, values)}
+                ids, digests = data["ids"].tolist(), data["digests"].tolist()
+                self.entries = KeptSignatures(ids, digests, data["values"])
+                self._read = dict(zip(ids, digests))
         except (OSError, ValueError, KeyError):
-            self.entries = {}  # missing or damaged: hashed again
-        self._read = {i: d for i, (d, _) in self.entries.items()}
+            self.entries, self._read = KeptSignatures(), {}  # missing or damaged: hashed again
         return self.entries
 
     def save(self, live: Collection[str]) -> None:
@@ -379,14 +380,13 @@ class SignatureStore:
         import numpy as np
 
         kept = sorted(i for i in self.entries if i in live)
-        if len(kept) == len(self._read) and all(self._read.get(i) == self.entries[i][0] for i in kept):
+        if len(kept) == len(self._read) and all(self._read.get(i) == self.entries.digest(i) for i in kept):
             return  # nothing new: no write
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            values = np.array([self.entries[i][1] for i in kept], dtype=np.uint64).reshape(len(kept), -1)
             temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp.npz")
-            np.savez(temp, ids=np.array(kept, dtype=str), digests=np.array([self.entries[i][0] for i in kept],
-                                                                            dtype=str), values=values)
+            np.savez(temp, ids=np.array(kept, dtype=str), digests=np.array([self.entries.digest(i) for i in kept],
+                                                                            dtype=str), values=self.entries.matrix(kept))
             os.replace(temp, self.path)
         except OSError:
             pass  # a read-only checkout: the next run hashes again

@@ -16,7 +16,7 @@ from typing import Any
 
 from codefactory import __version__
 from codefactory.cache import ReplyCache, cache_key
-from codefactory.analyze import analyze_files
+from codefactory.analyze import scan_and_analyze
 from codefactory.config import Config
 from codefactory.fileio import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from codefactory.generate import GenerationStats, Reply, Request, generate
@@ -27,7 +27,7 @@ from codefactory.lock import output_lock
 from codefactory.models import Chunk, Sample
 from codefactory.prompts import load_prompt
 from codefactory.quality import assess_dataset, read_quality, sft_record
-from codefactory.scan import ScanResult, scan
+from codefactory.scan import ScanResult, scan, select
 from codefactory.scene1 import Scene1Job, plan_scene1, rank_chunks
 from codefactory.scene1 import samples_from_reply as scene1_samples
 from codefactory.scene2 import Anchor, Scene2Job, plan_scene2
@@ -138,9 +138,10 @@ class Snapshot:
 
 def take_snapshot(ws: Workspace, rev: str | None = None) -> Snapshot:
     c = ws.config
-    result = ws.scan(rev)
-    # One pass per file for chunks and symbols (in worker processes on large trees).
-    chunks, symbols = analyze_files(result.files, max_tokens=c["chunk.max_tokens"], min_tokens=c["chunk.min_tokens"])
+    # One pass per file for its redaction, chunks and symbols (in worker processes on large trees).
+    selection = select(ws.repo, rev or c["rev"], **ws.scan_options)
+    result, chunks, symbols = scan_and_analyze(selection, max_tokens=c["chunk.max_tokens"],
+                                               min_tokens=c["chunk.min_tokens"])
     skeleton = build_skeleton(result.files, token_budget=c["skeleton.token_budget"], repo_name=ws.repo.name,
                               symbols=symbols)
     return Snapshot(result, chunks, skeleton)

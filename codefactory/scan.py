@@ -134,6 +134,70 @@ def scan(
     door, so chunks, their sha256, the skeleton, prompts, cache keys and every output only ever see
     the redacted text.
     """
+    selection = select(repo, rev, include=include, exclude=exclude, max_file_bytes=max_file_bytes, paths=paths)
+    blobs = selection.blobs
+    count = worker_count([len(data) for data in blobs], None, PARALLEL_MIN_BYTES)
+    if count < 2:
+        examined = [examine(path, data, redact_secrets) for path, data in zip(selection.paths, blobs)]
+    else:
+        def slim(k: int) -> Examined:
+            # Only redacted text travels back; the parent decodes the other kept files itself (~40 ms
+            # for the stdlib) rather than unpickle every text.
+            text, reason, found = examine(selection.paths[k], blobs[k], redact_secrets)
+            return (text if found else None), reason, found
+
+        examined = fork_map(slim, [len(data) for data in blobs], count)
+    return selection.assemble(examined)
+
+
+# (text, None, secrets replaced by kind) for a file that is kept, else (None, why not, ()). The text may
+# be None for a kept file without secrets: `Selection.assemble` then decodes the blob itself.
+Examined = tuple[str | None, str | None, tuple[tuple[str, int], ...]]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The part of a scan judged from paths, kinds and sizes alone, with the blobs left to examine."""
+
+    commit: str
+    entries: list[TreeEntry]
+    reasons: list[str | None]  # per entry: why it is skipped without reading it, None if it is read
+    picked: list[int]  # indexes of the entries read
+    blobs: list[bytes]  # their content, in the order of `picked`
+
+    @property
+    def paths(self) -> list[str]:
+        return [self.entries[i].path for i in self.picked]
+
+    def assemble(self, examined: Sequence[Examined]) -> ScanResult:
+        """The scan's result, given `examine`'s verdict on each blob."""
+        by_index = dict(zip(self.picked, zip(self.blobs, examined)))
+        files: list[SourceFile] = []
+        skipped: list[SkippedFile] = []
+        for i, entry in enumerate(self.entries):
+            reason = self.reasons[i]
+            if reason is None:
+                data, (text, reason, found) = by_index[i]
+                if reason is None:
+                    text = text if text is not None else _decode(data)[0]
+                    assert text is not None
+                    files.append(SourceFile(path=entry.path, language=detect_language(entry.path), text=text,
+                                            blob_sha=entry.oid, secrets=found))
+                    continue
+            skipped.append(SkippedFile(path=entry.path, reason=reason))
+        return ScanResult(commit=self.commit, files=files, skipped=skipped)
+
+
+def select(
+    repo: GitRepo,
+    rev: str = "HEAD",
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    max_file_bytes: int = 1_000_000,
+    paths: Collection[str] | None = None,
+) -> Selection:
+    """`scan`'s first step: every entry of the tree judged by path, kind and size; the others read."""
     commit = repo.resolve(rev)
     ignore = _ignore_spec(repo, commit)
     include_spec = pathspec.GitIgnoreSpec.from_lines(include) if include else None
@@ -142,39 +206,10 @@ def scan(
     entries = repo.list_files(commit, paths=paths)
     reasons = [_reason_by_entry(repo, e, ignore, include_spec, exclude_spec, max_file_bytes) for e in entries]
     picked = [i for i, reason in enumerate(reasons) if reason is None]
-    blobs = [repo.read_blob(entries[i].oid) for i in picked]
-    sizes = [len(data) for data in blobs]
-    count = worker_count(sizes, None, PARALLEL_MIN_BYTES)
-    if count < 2:
-        examined = [_examine(entries[i].path, data, redact_secrets) for i, data in zip(picked, blobs)]
-    else:
-        def slim(k: int) -> tuple[str | None, str | None, tuple[tuple[str, int], ...]]:
-            # Only redacted text travels back; the parent decodes the other kept files itself (~40 ms
-            # for the stdlib) rather than unpickle every text.
-            text, reason, found = _examine(entries[picked[k]].path, blobs[k], redact_secrets)
-            return (text if found else None), reason, found
-
-        examined = fork_map(slim, sizes, count)
-    by_index = dict(zip(picked, zip(blobs, examined)))
-
-    files: list[SourceFile] = []
-    skipped: list[SkippedFile] = []
-    for i, entry in enumerate(entries):
-        reason = reasons[i]
-        if reason is None:
-            data, (text, reason, found) = by_index[i]
-            if reason is None:
-                text = text if text is not None else _decode(data)[0]
-                assert text is not None
-                files.append(SourceFile(path=entry.path, language=detect_language(entry.path), text=text,
-                                        blob_sha=entry.oid, secrets=found))
-                continue
-        skipped.append(SkippedFile(path=entry.path, reason=reason))
-    return ScanResult(commit=commit, files=files, skipped=skipped)
+    return Selection(commit, entries, reasons, picked, [repo.read_blob(entries[i].oid) for i in picked])
 
 
-def _examine(path: str, data: bytes, redact_secrets: bool) -> tuple[str | None, str | None,
-                                                                tuple[tuple[str, int], ...]]:
+def examine(path: str, data: bytes, redact_secrets: bool = True) -> Examined:
     """(text, None, secrets replaced by kind) for a file that is kept, else (None, why not, ())."""
     text, reason = _decode(data)
     if text is not None:

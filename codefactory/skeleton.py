@@ -19,6 +19,7 @@ from .dirtree import render_tree
 from .models import SourceFile
 from .outline import Definition, outline
 from .tokens import count_tokens
+from .workers import fork_map, worker_count
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Names every file "references" without meaning it: keywords and builtins say nothing about structure.
@@ -38,6 +39,7 @@ _ENTRY_POINTS = frozenset(
 )
 _ENTRY_BONUS = 0.1
 _TREE_SHARE = 0.5  # the tree may take at most this share of the budget; the rest is for symbols
+PARALLEL_MIN_CHARS = 4_000_000  # below this much text, forking costs more than it saves
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,8 @@ def build_skeleton(files: Sequence[SourceFile], *, token_budget: int = 6000, rep
     return result
 
 
-def compute_centrality(files: Sequence[SourceFile], symbols: Sequence[FileSymbols]) -> dict[str, float]:
+def compute_centrality(files: Sequence[SourceFile], symbols: Sequence[FileSymbols], *, workers: int | None = None,
+                       min_chars: int = PARALLEL_MIN_CHARS) -> dict[str, float]:
     """Score in [0, 1] (+ a small entry-point bonus) for each file: how much other files refer to it.
 
     A file's module name is `orders` for pkg/orders.py (the directory for __init__.py, index.js, mod.rs
@@ -187,12 +190,10 @@ def compute_centrality(files: Sequence[SourceFile], symbols: Sequence[FileSymbol
     # sets, not dicts: set.intersection walks the smaller side only when both are sets
     modules_known, names_defined = frozenset(module_files), frozenset(defined_in)
     raw = [0.0] * len(files)
-    for referrer, file in enumerate(files):
-        found = wanted.intersection(_IDENTIFIER.findall(file.text))
+    for referrer, (found, imported) in enumerate(_mentions(files, wanted, modules_known, workers, min_chars)):
         modules = found.intersection(modules_known)
         if not modules:
             continue
-        imported = modules.intersection(_IDENTIFIER.findall(_import_text(file)))
         # the files one of whose top-level names this file mentions
         users = set().union(*(defined_in[name] for name in found.intersection(names_defined)))
         for module in sorted(modules):  # a fixed order keeps the float sums identical across runs
@@ -214,6 +215,24 @@ def compute_centrality(files: Sequence[SourceFile], symbols: Sequence[FileSymbol
         file.path: round(score / top + (_ENTRY_BONUS if posixpath.basename(file.path) in _ENTRY_POINTS else 0.0), 4)
         for file, score in zip(files, raw)
     }
+
+
+def _mentions(files: Sequence[SourceFile], wanted: frozenset[str] | set[str], modules: frozenset[str],
+              workers: int | None, min_chars: int) -> list[tuple[frozenset[str], frozenset[str]]]:
+    """For each file: the `wanted` names it mentions, and the `modules` named on its import lines
+    (none when it mentions no module). In forked workers on large trees: reading every identifier of
+    every file is most of the skeleton's time (0.7 s of 1.0 s on the stdlib)."""
+    def one(index: int) -> tuple[frozenset[str], frozenset[str]]:
+        file = files[index]
+        found = frozenset(wanted.intersection(_IDENTIFIER.findall(file.text)))
+        named = found.intersection(modules)
+        if not named:
+            return found, frozenset()
+        return found, named.intersection(_IDENTIFIER.findall(_import_text(file)))
+
+    sizes = [len(f.text) for f in files]
+    count = worker_count(sizes, workers, min_chars)
+    return [one(i) for i in range(len(files))] if count < 2 else fork_map(one, sizes, count)
 
 
 def _import_text(file: SourceFile) -> str:

@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 
 from codefactory import workers
-from codefactory.analyze import analyze_files
+from codefactory.analyze import analyze_files, scan_and_analyze
 from codefactory.chunk import chunk_files
+from codefactory.gitrepo import GitRepo
 from codefactory.models import SourceFile
-from codefactory.skeleton import extract_symbols
+from codefactory.scan import scan, select
+from codefactory.skeleton import compute_centrality, extract_symbols
 from codefactory.workers import worker_count
+from tests.gitrepos import make_repo
 
 
 def stdlib_files() -> list[SourceFile]:
@@ -71,3 +74,33 @@ def test_every_usable_core_is_used_whatever_the_load() -> None:
     cores = len(os.sched_getaffinity(0))
     assert workers.usable_cores() == cores
     assert worker_count(sizes(files), None, 0) == (min(cores, workers._MAX_WORKERS) if cores > 1 else 1)
+
+
+def test_centrality_from_forked_workers_matches_the_serial_path() -> None:
+    files = stdlib_files()
+    if threading.active_count() > 1:
+        pytest.skip("another thread is running: the scan of names stays serial (fork would be unsafe)")
+    symbols = [extract_symbols(f) for f in files]
+    forked = compute_centrality(files, symbols, workers=2, min_chars=0)
+    assert forked == compute_centrality(files, symbols, workers=1)
+    assert forked["json/decoder.py"] > 0, "json/__init__.py imports the decoder: a score that can be lost"
+
+
+def test_one_pass_scan_and_analysis_match_scan_then_analyze(tmp_path: Path) -> None:
+    files = {f.path: f.text for f in stdlib_files()}
+    files["settings.py"] = 'API_KEY = "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789"\n\ndef f():\n    return 1\n'
+    files["logo.png"] = b"\x89PNG\r\n\x1a\n\x00\x00"
+    files["blob.bin.txt"] = b"\x00\x01binary"
+    make_repo(tmp_path / "r", files)
+    repo = GitRepo(tmp_path / "r")
+    expected = scan(repo)
+    chunks, symbols = analyze_files(expected.files, max_tokens=300, min_tokens=40, workers=1)
+    for count in (1, 2):
+        if count == 2 and threading.active_count() > 1:
+            continue
+        result, one_chunks, one_symbols = scan_and_analyze(select(repo), max_tokens=300, min_tokens=40,
+                                                           workers=count, min_chars=0)
+        assert result == expected
+        assert as_json((one_chunks, one_symbols)) == as_json((chunks, symbols))
+    assert "<REDACTED:" in next(f.text for f in result.files if f.path == "settings.py")
+    assert {s.path: s.reason for s in result.skipped} == {"logo.png": "binary", "blob.bin.txt": "binary"}

@@ -10,7 +10,6 @@ byte-identical files; `quality.json` records them for `stats`, `export` and `rep
 from __future__ import annotations
 
 import json
-import zlib
 from functools import partial
 from collections import Counter
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
@@ -22,13 +21,13 @@ from codefactory import __version__
 from codefactory.cache import cache_key
 from codefactory.dedup import Candidate, deduplicate, normalise, text_digest
 from codefactory.errors import ConfigError
-from codefactory.fileio import atomic_write_text, complete_lines
+from codefactory.fileio import atomic_write_text
 from codefactory.grounding import (RepoIndex, Scene1Citations, identifiers_in, meaningful, scene1_citations,
                                    scene1_grounding, scene2_flags)
 from codefactory.models import Sample
 from codefactory.quality_cache import FactStore, SignatureStore, repo_index_at
 from codefactory.sft import to_sft
-from codefactory.store import SCENES, DatasetStore, LiveSet, line_id
+from codefactory.store import SCENES, DatasetStore, LiveSet
 from codefactory.validate import text_fields, validate
 
 if TYPE_CHECKING:
@@ -284,15 +283,14 @@ def assess_dataset(ws: "Workspace", store: DatasetStore, commit: str, *, snapsho
         facts = FactStore(ws, cache_key(tool=__version__, min_trace_steps=settings.min_trace_steps))
         kept = facts.load()
         items, rows = [], {}
-        for scene, sample_id, line in lines:
-            checksum = f"{zlib.crc32(line.encode('utf-8')):08x}:{len(line)}"
+        for scene, sample_id, checksum in lines:
             entry = kept.get(sample_id) if scene == "scene1" else None
             known = Facts.from_row(entry[1]) if entry is not None and entry[0] == checksum else None
             if known is not None and (live.moved.get(sample_id) or {}).get("language", known.language) == known.language:
-                item = _Item(sample_id, scene, _text_reader(line, live), known)
+                item = _Item(sample_id, scene, partial(_text_of, store, live, scene, sample_id), known)
                 rows[sample_id] = entry
             else:
-                item = _Item.of(_parse(line, live), settings)
+                item = _Item.of(_parse(store, live, scene, sample_id), settings)
                 if item.facts is not None:
                     rows[sample_id] = [checksum, item.facts.to_row()]
             items.append(item)
@@ -306,31 +304,26 @@ def assess_dataset(ws: "Workspace", store: DatasetStore, commit: str, *, snapsho
 
 
 def _live_lines(store: DatasetStore, live: LiveSet) -> list[tuple[str, str, str]]:
-    """(scene, id, raw-log line) of the live samples in SFT order; an id's latest line is its record."""
+    """(scene, id, checksum of its raw-log line) of the live samples in SFT order: no line is read."""
     result = []
     for scene in SCENES:
-        latest = {}
-        for line in complete_lines(store.raw_path(scene)):
-            sample_id = line_id(line)
-            if sample_id is not None and sample_id in live:
-                latest[sample_id] = line
-        result.extend((scene, i, latest[i]) for i in live.ids() if i in latest)
+        checksums = store.raw_checksums(scene)
+        result.extend((scene, i, checksums[i]) for i in live.ids() if i in checksums)
     return result
 
 
-def _parse(line: str, live: LiveSet) -> Sample:
+def _parse(store: DatasetStore, live: LiveSet, scene: str, sample_id: str) -> Sample:
+    line = store.raw_line(scene, sample_id)
+    assert line is not None, sample_id  # ids come from the same index
     sample = Sample.from_record(json.loads(line))
     if sample.id in live.moved:
         sample.source = live.moved[sample.id]
     return sample
 
 
-def _text_reader(line: str, live: LiveSet) -> Callable[[], str]:
-    return partial(_text_of, line, live)  # a partial, not a closure: one is made per live sample
-
-
-def _text_of(line: str, live: LiveSet) -> str:
-    return dedup_text(_parse(line, live))
+def _text_of(store: DatasetStore, live: LiveSet, scene: str, sample_id: str) -> str:
+    """The dedup text of a sample known by its facts: read only when LSH pairs it with another."""
+    return dedup_text(_parse(store, live, scene, sample_id))
 
 
 def current_assessment(ws: "Workspace", store: DatasetStore, samples: Sequence[Sample]) -> Assessment:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from collections.abc import Collection, Iterable, Iterator, KeysView, Mapping
 from pathlib import Path
 
@@ -32,6 +33,7 @@ class RawLogIndex:
         self._identity = identity  # (device, inode) of the file indexed: a replaced log is indexed afresh
         self._end = 0  # bytes of complete lines indexed so far
         self._at: dict[str, tuple[int, int]] = {}  # id -> (offset, length) of its latest line
+        self._sums: dict[str, str] = {}  # id -> checksum of its latest line (see checksums)
         self._by: dict[str, dict[str, set[str]]] = {key: {} for key in INDEXED}
         self._unsure: set[str] = set()  # ids of lines with an escaped value: looked at by every lookup
 
@@ -54,6 +56,16 @@ class RawLogIndex:
         if any(sources.values()):
             found |= self._unsure
         return found
+
+    def checksums(self) -> Mapping[str, str]:
+        """id -> checksum of its latest line ("crc32:bytes"): what was derived from a line holds while this does,
+        so a caller keeping such results need not read or parse the line again."""
+        self._refresh()
+        return self._sums
+
+    def line(self, sample_id: str) -> str | None:
+        """The latest line of this id, or None."""
+        return next(self.lines([sample_id]), None)
 
     def lines(self, ids: Iterable[str]) -> Iterator[str]:
         """The latest line of each of these ids, in log order; unknown ids are left out."""
@@ -99,6 +111,7 @@ class RawLogIndex:
         if sample_id is None:
             return  # blank, or not a record: no lookup can return it
         self._at[sample_id] = (offset, len(line))
+        self._sums[sample_id] = f"{zlib.crc32(line):08x}:{len(line)}"
         if not line.startswith(_ID_PREFIX_BYTES):  # not written compact by us: the markers may not match
             self._unsure.add(sample_id)
             return

@@ -142,6 +142,13 @@ class DatasetStore:
                 result.append((sample, live.added_in[sample_id]))
         return result
 
+    def raw_checksums(self, scene: str) -> Mapping[str, str]:
+        """id -> checksum of the line that is its record (rawlog.RawLogIndex.checksums)."""
+        return self._index(scene).checksums()
+
+    def raw_line(self, scene: str, sample_id: str) -> str | None:
+        return self._index(scene).line(sample_id)
+
     def _index(self, scene: str) -> RawLogIndex:
         if scene not in self._raw:
             self._raw[scene] = RawLogIndex(self.raw_path(scene))

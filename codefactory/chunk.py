@@ -245,11 +245,13 @@ class _Chunker:
         if tokens is not None:
             return [(lo, hi, tokens)]
         # The outer indentation of the span's statements: a definition's body, or the file's own.
-        outer = self.indent(lo)
-        base = min((self.indent(r) for r in range(lo + 1, hi + 1) if self.indent(r) > outer and not self.blank(r)),
+        lines = self.lines[lo : hi + 1]
+        indents = [len(line) - len(line.lstrip()) for line in lines]
+        outer = indents[0]
+        base = min((indent for indent, line in zip(indents[1:], lines[1:]) if indent > outer and line.strip()),
                    default=outer) if definition else outer
         reach = max(1, self.window_lines // _REACH_DIVISOR)
-        keys = [-1 if self.blank(row) else self.cut_key(row, base) for row in range(lo, hi + 1)]
+        keys = self.cut_keys(lo, hi, base, indents)
         # Rows within `reach` of the span's ends never start a window: no short window at either end.
         inner = [key if reach <= i <= len(keys) - reach else -1 for i, key in enumerate(keys)]
         bounds = [lo, *(lo + i for i in _peaks(inner, reach)), hi + 1]
@@ -291,27 +293,30 @@ class _Chunker:
         tokens = self.count_upto(start, end)
         return tokens if tokens <= self.max else None
 
-    def indent(self, row: int) -> int:
-        line = self.lines[row]
-        return len(line) - len(line.lstrip())
-
-    def cut_key(self, row: int, base: int) -> int:
-        """How good a place to start a window `row` is, from its own text and the row above only.
+    def cut_keys(self, lo: int, hi: int, base: int, indents: list[int]) -> list[int]:
+        """How good a place to start a window each row lo..hi is (-1 for a blank row), from its own text
+        and the row above only; `indents[i]` is row lo + i's indentation.
 
         Rows after a blank line (paragraphs, blocks of statements), after a closing bracket, and at
         the span's outer indentation come first; a hash of the row orders the rest, so rows are
         chosen by content, never by position (of equal rows, the first).
         """
-        line, above = self.lines[row], self.lines[row - 1]
-        score = 0
-        if not above.strip():
-            score += 2
-        elif above.strip() in _BLOCK_ENDS:
-            score += 1
-        if self.indent(row) <= base:
-            score += 1
-        digest = zlib.crc32(line.encode("utf-8", "surrogatepass"))
-        return score << 32 | digest
+        lines = self.lines
+        crc32 = zlib.crc32
+        keys: list[int] = []
+        above = lines[lo - 1].strip()  # the last row when lo is 0, as lines[-1] gives
+        for row, indent in zip(range(lo, hi + 1), indents):
+            line = lines[row]
+            stripped = line.strip()
+            if not stripped:
+                keys.append(-1)
+            else:
+                score = 2 if not above else 1 if above in _BLOCK_ENDS else 0
+                if indent <= base:
+                    score += 1
+                keys.append(score << 32 | crc32(line.encode("utf-8", "surrogatepass")))
+            above = stripped
+        return keys
 
     def fixed_windows(self, kind: str, symbol: str, lo: int, hi: int, mergeable: bool) -> list[_Piece]:
         """Rows lo..hi as equal line windows shrunk until they fit; one over-long line sliced."""

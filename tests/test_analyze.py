@@ -104,3 +104,16 @@ def test_one_pass_scan_and_analysis_match_scan_then_analyze(tmp_path: Path) -> N
         assert as_json((one_chunks, one_symbols)) == as_json((chunks, symbols))
     assert "<REDACTED:" in next(f.text for f in result.files if f.path == "settings.py")
     assert {s.path: s.reason for s in result.skipped} == {"logo.png": "binary", "blob.bin.txt": "binary"}
+
+
+def test_batches_cover_every_item_once_and_shrink_toward_the_end() -> None:
+    sizes = [10_000_000] * 3 + [100] * 5000  # a few huge files, then thousands of tiny ones
+    batches = workers._batches(sizes, 2)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(sizes)))
+    assert batches[0] == [0], "largest first"
+
+    def cost(batch: list[int]) -> int:
+        return sum(sizes[i] + workers._ITEM_COST for i in batch)
+
+    assert len(batches) > 6
+    assert cost(batches[-1]) < cost(batches[0]) / 4, "no large batch left for one worker at the end"

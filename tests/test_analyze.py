@@ -117,3 +117,13 @@ def test_batches_cover_every_item_once_and_shrink_toward_the_end() -> None:
 
     assert len(batches) > 6
     assert cost(batches[-1]) < cost(batches[0]) / 4, "no large batch left for one worker at the end"
+
+
+def test_fork_map_turns_garbage_collection_back_on() -> None:
+    import gc
+
+    if threading.active_count() > 1:
+        pytest.skip("another thread is running: fork would be unsafe")
+    assert gc.isenabled()
+    assert workers.fork_map(lambda i: (i, gc.isenabled()), [1, 2, 3], 2) == [(0, False), (1, False), (2, False)]
+    assert gc.isenabled(), "the caller's collector is on again"

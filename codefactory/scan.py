@@ -135,15 +135,15 @@ def scan(
     the redacted text.
     """
     selection = select(repo, rev, include=include, exclude=exclude, max_file_bytes=max_file_bytes, paths=paths)
-    blobs = selection.blobs
+    blobs, paths = selection.blobs, selection.paths
     count = worker_count([len(data) for data in blobs], None, PARALLEL_MIN_BYTES)
     if count < 2:
-        examined = [examine(path, data, redact_secrets) for path, data in zip(selection.paths, blobs)]
+        examined = [examine(path, data, redact_secrets) for path, data in zip(paths, blobs)]
     else:
         def slim(k: int) -> Examined:
             # Only redacted text travels back; the parent decodes the other kept files itself (~40 ms
             # for the stdlib) rather than unpickle every text.
-            text, reason, found = examine(selection.paths[k], blobs[k], redact_secrets)
+            text, reason, found = examine(paths[k], blobs[k], redact_secrets)
             return (text if found else None), reason, found
 
         examined = fork_map(slim, [len(data) for data in blobs], count)
@@ -167,6 +167,7 @@ class Selection:
 
     @property
     def paths(self) -> list[str]:
+        """The paths of the entries read, in the order of `blobs` (a new list at each call)."""
         return [self.entries[i].path for i in self.picked]
 
     def assemble(self, examined: Sequence[Examined]) -> ScanResult:

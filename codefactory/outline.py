@@ -233,7 +233,7 @@ class _Walker:
         header = self.src[node.start_byte : end].decode("utf-8", "replace")
         if body is None and node.type == "macro_definition":
             header = header.split("{", 1)[0]  # the rules are the body
-        header = _SPACE_IN_BRACKETS.sub(r"\1\2", " ".join(header.split())).replace(",)", ")")
+        header = _SPACE_IN_BRACKETS.sub(_brackets, " ".join(header.split())).replace(",)", ")")
         header = header.rstrip("{;").rstrip()
         if self.spec.python_docstrings:
             header = header.removesuffix(":")
@@ -257,6 +257,11 @@ class _Walker:
                     if line:
                         return line
         return ""
+
+
+def _brackets(match: re.Match[str]) -> str:
+    # What the template r"\1\2" gives, without re.sub parsing a template at each of 57k signatures.
+    return match.group(1) or match.group(2)
 
 
 def _first_line(text: str, *, quotes: bool = False) -> str:

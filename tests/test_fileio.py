@@ -21,3 +21,9 @@ def test_bytes_in_pieces_replace_the_file(tmp_path: Path) -> None:
     target.write_text("old")
     atomic_write_bytes(target, [b"[\n", memoryview(b"xx12345")[2:], b"\n]\n"])
     assert target.read_bytes() == b"[\n12345\n]\n"
+
+
+def test_json_with_keys_only_the_json_module_writes_falls_back_to_it(tmp_path: Path) -> None:
+    data = [{"id": "a", "n": 1}, {"by_line": {1: "x", 2.5: "y"}}, ("t", float("nan"))]
+    atomic_write_json(tmp_path / "out.json", data)
+    assert (tmp_path / "out.json").read_text(encoding="utf-8") == json.dumps(data, ensure_ascii=False, indent=2) + "\n"

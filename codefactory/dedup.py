@@ -11,8 +11,7 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
 NUM_PERM = 128
@@ -23,8 +22,7 @@ SCHEME = "affine32"  # datasketch's permutation scheme, named so a library upgra
 _NON_WORD = re.compile(r"[^\w\s]+")
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):  # a tuple: a run makes one per live sample, and frozen dataclasses are slow to build
     id: str
     scene: str  # texts are only compared within a scene: a question never duplicates a design proposal
     # What makes a sample itself (question + answer, or requirement + proposal summary), or how to read it:

@@ -32,19 +32,23 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic_write(path, lambda handle: handle.write(text))
 
 
-def atomic_write_bytes(path: Path, parts: Iterable[bytes | memoryview]) -> None:
-    """Like atomic_write_text, for bytes in pieces: slices of a large file are written without a copy."""
-    _atomic_write(path, lambda handle: handle.writelines(parts), binary=True)
+def atomic_write_bytes(path: Path, parts: Iterable[bytes | memoryview], *, durable: bool = True) -> None:
+    """Like atomic_write_text, for bytes in pieces: slices of a large file are written without a copy.
+
+    `durable=False` skips the fsync, for caches only: after a power loss such a file may be empty or torn,
+    which its reader must take as missing (the rename still means no reader ever sees a half-written file)."""
+    _atomic_write(path, lambda handle: handle.writelines(parts), binary=True, durable=durable)
 
 
-def _atomic_write(path: Path, write: Callable[[Any], object], *, binary: bool = False) -> None:
+def _atomic_write(path: Path, write: Callable[[Any], object], *, binary: bool = False, durable: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="\n")) as handle:
             write(handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         if _kill_point(f"before-replace:{path.name}"):
             _die()
         os.replace(tmp, path)

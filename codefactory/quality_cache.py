@@ -270,7 +270,7 @@ class SummaryStore:
         try:
             # One C-encoded string: names are ASCII identifiers, so no wide-string blow-up (fileio.py).
             atomic_write_bytes(self.path(commit), [marshal.dumps({"format": _STAMP, "key": self.key,
-                                                                 **summary.to_json()})])
+                                                                 **summary.to_json()})], durable=False)
             kept = sorted(self.directory.glob("*.marshal"), key=lambda p: p.stat().st_mtime, reverse=True)
             for old in [*kept[_KEEP_COMMITS:], *self.directory.glob("*.json")]:  # *.json: format 2's
                 old.unlink(missing_ok=True)
@@ -419,6 +419,7 @@ class FactStore:
         if rows.keys() == self._read.keys() and all(self._read[i] is r for i, r in rows.items()):
             return
         try:
-            atomic_write_bytes(self.path, [marshal.dumps({"format": _STAMP, "key": self.key, "facts": dict(rows)})])
+            atomic_write_bytes(self.path, [marshal.dumps({"format": _STAMP, "key": self.key, "facts": dict(rows)})],
+                               durable=False)
         except OSError:
             pass  # a read-only checkout: the next run takes them again

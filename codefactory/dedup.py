@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any, NamedTuple
 
 
@@ -78,13 +78,15 @@ _BANDS: dict[float, tuple[int, int]] = {0.56: (21, 6)}  # 0.8 (the default) × L
 
 
 def deduplicate(candidates: Sequence[Candidate], threshold: float,
-                signatures: MutableMapping[str, tuple[str, Any]] | None = None) -> dict[str, tuple[str, str]]:
+                signatures: MutableMapping[str, tuple[str, Any]] | None = None,
+                read: Callable[[Sequence[str]], Mapping[str, str]] | None = None) -> dict[str, tuple[str, str]]:
     """{dropped id: (reason, detail)} for candidates given best first; the first of each group is kept.
 
     `duplicate`: the same normalised text. `near_duplicate`: word-shingle Jaccard similarity at or
     above `threshold` (LSH finds the candidates, the exact Jaccard decides). `signatures` ({id: (text
     "scheme:digest", MinHash hash values)}, kept by the caller between runs) spares hashing texts seen before;
-    entries for new or changed texts are added to it.
+    entries for new or changed texts are added to it. `read(ids)`: the texts of candidates given lazily, many
+    at once, used for those LSH pairs (one pass over their source instead of one read each).
     """
     import numpy as np
 
@@ -125,9 +127,13 @@ def deduplicate(candidates: Sequence[Candidate], threshold: float,
     for band in range(bands):
         shared |= np.bincount(groups[:, band])[groups[:, band]] > 1
 
+    paired = np.flatnonzero(shared).tolist()
+    lazy = [unique[p][0].id for p in paired if callable(unique[p][0].text) and unique[p][0].id not in texts]
+    if read is not None and lazy:
+        texts.update((i, normalise(text)) for i, text in read(lazy).items())
     kept_in: list[dict[int, list[str]]] = [{} for _ in range(bands)]  # per band: group -> kept ids
     grams_of: dict[str, set[str]] = {}  # shingles, made only for pairs LSH proposes
-    for position in np.flatnonzero(shared).tolist():
+    for position in paired:
         candidate = unique[position][0]
         row = groups[position].tolist()
         others = sorted({other for band, group in enumerate(row) for other in kept_in[band].get(group, ())})

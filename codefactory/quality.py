@@ -196,14 +196,15 @@ def assess(samples: Sequence[Sample], index: RepoIndex, settings: QualitySetting
 
 
 def _decide(items: Sequence[_Item], index: RepoIndex, settings: QualitySettings,
-            signatures: MutableMapping[str, tuple[str, Any]] | None) -> Assessment:
+            signatures: MutableMapping[str, tuple[str, Any]] | None,
+            read: Callable[[Sequence[str]], Mapping[str, str]] | None = None) -> Assessment:
     verdicts = {item.id: _verdict(item, index, settings) for item in items}
     order = {item.id: i for i, item in enumerate(items)}
     survivors = [item for item in items if verdicts[item.id].dropped is None]
     # Best first: better grounded, then better judged, then the older sample (stable across versions).
     survivors.sort(key=lambda i: (-verdicts[i.id].grounding, -(verdicts[i.id].judge or 0.0), order[i.id]))
     duplicates = deduplicate([Candidate(i.id, i.scene, i.text, i.facts.digest if i.facts else None)
-                              for i in survivors], settings.near_duplicate_threshold, signatures)
+                              for i in survivors], settings.near_duplicate_threshold, signatures, read)
     for sample_id, (reason, detail) in duplicates.items():
         verdicts[sample_id].dropped, verdicts[sample_id].detail = reason, detail
     return Assessment(verdicts, settings)
@@ -295,7 +296,8 @@ def assess_dataset(ws: "Workspace", store: DatasetStore, commit: str, *, snapsho
                     rows[sample_id] = [checksum, item.facts.to_row()]
             items.append(item)
         signatures = SignatureStore(ws)
-        assessment = _decide(items, repo_index(ws, commit, snapshot, base), settings, signatures.load())
+        assessment = _decide(items, repo_index(ws, commit, snapshot, base), settings, signatures.load(),
+                             partial(_texts_of, store))
         signatures.save({item.id for item in items})
         facts.save(rows)
     # One C-encoded string, not the indented stream: quality.json is rewritten on every run.
@@ -319,6 +321,11 @@ def _parse(store: DatasetStore, live: LiveSet, scene: str, sample_id: str) -> Sa
     if sample.id in live.moved:
         sample.source = live.moved[sample.id]
     return sample
+
+
+def _texts_of(store: DatasetStore, ids: Sequence[str]) -> dict[str, str]:
+    """The dedup texts of many samples, each raw log read once (moves do not change a dedup text)."""
+    return {i: dedup_text(s) for scene in SCENES for i, s in store.read_raw(scene, ids=set(ids)).items()}
 
 
 def _text_of(store: DatasetStore, live: LiveSet, scene: str, sample_id: str) -> str:

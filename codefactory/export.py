@@ -23,7 +23,7 @@ from codefactory.errors import UsageError
 from codefactory.fileio import atomic_write_jsonl
 from codefactory.hfcard import write_hf_dataset
 from codefactory.models import Sample
-from codefactory.quality import current_assessment, live_samples, sft_record
+from codefactory.quality import current_assessment, sft_record
 from codefactory.sft import user_turn
 from codefactory.store import DatasetStore
 
@@ -97,7 +97,7 @@ def export_dataset(ws: "Workspace", fmt: str, to: Path | None = None) -> ExportR
 def exportable(ws: "Workspace", store: DatasetStore) -> tuple[list[Item], int]:
     """Kept samples with their SFT records (current sft settings), and how many live ones were left out."""
     c = ws.config
-    live = live_samples(store)
+    live = store.live_samples()
     assessment = current_assessment(ws, store, [s for s, _ in live])
     system_prompt = c["sft.system_prompt"].replace("{repo}", ws.repo.name)
     items = []

@@ -19,7 +19,7 @@ from codefactory.grounding import RepoIndex
 from codefactory.llm import LLM, GenerationParams
 from codefactory.models import Sample
 from codefactory.prompts import code_fence, load_prompt
-from codefactory.quality import QualitySettings, assess, live_samples, repo_index
+from codefactory.quality import QualitySettings, assess, repo_index
 from codefactory.sft import render_proposal
 from codefactory.store import DatasetStore
 from codefactory.ui import progress_bar
@@ -60,7 +60,7 @@ def judge_params(seed: int | None) -> GenerationParams:
 def judge_live(ws: "Workspace", store: DatasetStore, commit: str) -> JudgeReport:
     """Judge every live sample that passed validation and grounding and lacks scores from this judge."""
     report = JudgeReport()
-    samples = [s for s, _ in live_samples(store)]
+    samples = [s for s, _ in store.live_samples()]
     if not samples:
         return report
     index = repo_index(ws, commit)

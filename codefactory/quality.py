@@ -124,22 +124,6 @@ class Assessment:
                 "samples": {i: v.to_dict() for i, v in self.verdicts.items()}}
 
 
-def live_samples(store: DatasetStore) -> list[tuple[Sample, int]]:
-    """Live samples with their current provenance and the version that added each, in SFT order."""
-    live = store.live()
-    result = []
-    for scene in SCENES:
-        raw = store.read_raw(scene)
-        for sample_id in live.ids():
-            sample = raw.get(sample_id)
-            if sample is None:
-                continue
-            if sample_id in live.moved:
-                sample.source = live.moved[sample_id]
-            result.append((sample, live.added_in[sample_id]))
-    return result
-
-
 class Facts(NamedTuple):  # a tuple: a run rebuilds one per live sample from its kept row
     """What a Scene-1 verdict needs that no commit can change, kept per sample between runs
     (quality_cache.FactStore): its validation, what it cites, its judge score and its dedup text digest."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from codefactory.errors import UsageError
 from codefactory.fileio import atomic_write_text
 from codefactory.models import Sample
-from codefactory.quality import Assessment, current_assessment, live_samples
+from codefactory.quality import Assessment, current_assessment
 from codefactory.sft import answer_text
 from codefactory.store import SCENES, DatasetStore
 from codefactory.tokens import count_tokens
@@ -44,7 +44,7 @@ def render(data: dict[str, Any]) -> str:
 
 
 def report_data(ws: "Workspace", store: DatasetStore) -> dict[str, Any]:
-    live = live_samples(store)
+    live = store.live_samples()
     assessment = current_assessment(ws, store, [s for s, _ in live])
     manifest = store.manifest() or {}
     chunks = _read_chunks(store.out)

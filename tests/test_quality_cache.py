@@ -11,7 +11,7 @@ from codefactory import pipeline, quality_cache
 from codefactory.grounding import Definition, RepoIndex
 from codefactory.fileio import append_jsonl
 from codefactory.incremental import plan_update
-from codefactory.quality import QualitySettings, assess, assess_dataset, live_samples
+from codefactory.quality import QualitySettings, assess, assess_dataset
 from codefactory.scan import scan
 from codefactory.skeleton import build_skeleton
 from codefactory.store import DatasetStore
@@ -76,7 +76,7 @@ def test_cached_assessment_equals_a_fresh_one(tmp_path: Path, scripted_server: S
     assert not report.failed
     store = DatasetStore(ws.out)
     commit = store.manifest()["source_commit"]
-    samples = [s for s, _ in live_samples(store)]
+    samples = [s for s, _ in store.live_samples()]
     settings = QualitySettings.from_config(ws.config)
     fresh = assess(samples, _old_index(ws, commit), settings).to_dict()
     assert fresh["counts"]["dropped"] > 0  # the planted samples make the comparison mean something
@@ -125,7 +125,7 @@ def test_kept_facts_follow_a_later_judge_line_and_a_move_to_another_language(
     after = assess_dataset(ws, store, commit)
     assert after.verdicts[kept[0]].dropped == "judge_below_threshold"
     assert after.verdicts[mismatched].dropped != "language_mismatch"
-    samples = [s for s, _ in live_samples(store)]
+    samples = [s for s, _ in store.live_samples()]
     assert after.to_dict() == assess(samples, _old_index(ws, commit), QualitySettings.from_config(ws.config)).to_dict()
 
 

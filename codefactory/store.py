@@ -297,5 +297,3 @@ class DatasetStore:
                 changed.update(record["added"], record["retired"], record.get("moved", {}))
         return changed
 
-
-_line_id = line_id  # the name quality.py imports

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import threading
+import subprocess
+import sys
 from pathlib import Path
 
 import pygit2
@@ -12,7 +13,6 @@ from codefactory.errors import RevisionError
 from codefactory.gitrepo import GitRepo
 from codefactory.models import SkippedFile, SourceFile
 from codefactory.scan import ScanResult, detect_language, scan
-from codefactory.workers import usable_cores
 from tests.gitrepos import commit_files, commit_links, make_repo
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
@@ -241,20 +241,36 @@ def test_detect_language(path: str, language: str) -> None:
     assert detect_language(path) == language
 
 
-def test_forked_scan_equals_the_serial_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Redaction in worker processes gives the same files, texts, secrets and skip reasons."""
-    from codefactory import scan as scan_module
+_FORKED_SCAN = """
+import sys
+from codefactory import scan as scan_module
+from codefactory.gitrepo import GitRepo
+
+repo = GitRepo(sys.argv[1])
+serial = scan_module.scan(repo)
+forks = []
+fork_map = scan_module.fork_map
+scan_module.worker_count = lambda sizes, workers, min_size: 2  # a fresh process: no thread to fear
+scan_module.fork_map = lambda *args: forks.append(1) or fork_map(*args)
+forked = scan_module.scan(repo)
+assert forks, "the scan did not fork"
+assert forked == serial, "the forked scan differs"
+print(sum(1 for f in forked.files if f.secrets))
+"""
+
+
+def test_forked_scan_equals_the_serial_scan(tmp_path: Path) -> None:
+    """Redaction in worker processes gives the same files, texts, secrets and skip reasons. It runs in a
+    fresh interpreter: this one may hold other tests' threads, and then the scan never forks."""
     from tests.fixtures_secrets import planted_files
 
     files: dict[str, str | bytes] = {path: content for path, (content, _) in {**SKIPPED, **KEPT}.items()}
     files.update({f"planted/{path}": content for path, content in planted_files().items()})
     repo = GitRepo(make_repo(tmp_path, files).workdir)
-    if threading.active_count() > 1 or usable_cores() < 2:
-        pytest.skip("a thread is running or a single core: the scan stays serial")
+    done = subprocess.run([sys.executable, "-c", _FORKED_SCAN, str(repo.root)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.strip()) == len(planted_files())
     serial = scan(repo)
-    monkeypatch.setattr(scan_module, "PARALLEL_MIN_BYTES", 0)
-    forked = scan(repo)
-    assert forked == serial
-    assert sum(1 for f in forked.files if f.secrets) == len(planted_files())
-    assert all("<REDACTED:" in f.text for f in forked.files if f.secrets)
-    assert scan(repo, redact_secrets=False).files != forked.files
+    assert all("<REDACTED:" in f.text for f in serial.files if f.secrets)
+    assert scan(repo, redact_secrets=False).files != serial.files

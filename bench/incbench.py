@@ -22,6 +22,7 @@ from bench.llmserver import LoopbackLLM
 import codefactory
 from codefactory import pipeline, quality_cache
 from codefactory.incremental import run_incremental
+from codefactory.store import SCENES
 from codefactory.pipeline import Workspace, run_build, take_snapshot
 from codefactory.scene1 import plan_scene1
 
@@ -150,6 +151,9 @@ def measure_one_file_commit(corpus: Corpus, server: LoopbackLLM, scratch: Path, 
         # Each repeat patches the head's index summary and reads it from disk, as a new process does.
         quality_cache._MEMO.clear()
         quality_cache.SummaryStore(ws).path(commit).unlink(missing_ok=True)
+        # The raw logs' indexes that the run before this one kept for this output directory.
+        for scene in SCENES:
+            ws.dataset_store().raw_checksums(scene)
         server.reset()
         with PhaseTimer({"quality assessment": (pipeline, "assess_dataset"),
                          "LLM client start": (Workspace, "open_llm")}) as timer:

@@ -53,7 +53,7 @@ def run_incremental(
 
 
 def _run_incremental(ws: Workspace, *, since: str | None, until: str | None, fallback: str, dry_run: bool) -> RunReport:
-    store = DatasetStore(ws.out)
+    store = ws.dataset_store()
     until_sha = ws.repo.resolve(until or ws.config["rev"])  # also rejects an empty repository
     base = since or (store.manifest() or {}).get("source_commit")
     if not base:

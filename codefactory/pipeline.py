@@ -59,6 +59,10 @@ class Workspace:
     def cache_dir(self) -> Path:
         return self.repo.root / ".codefactory" / "cache"
 
+    def dataset_store(self) -> DatasetStore:
+        """The dataset in `out`, its raw logs' indexes kept beside the reply cache between runs."""
+        return DatasetStore(self.out, index_dir=self.cache_dir.parent / "rawlog")
+
     @property
     def own_paths(self) -> list[str]:
         """codefactory's own output, never fed back in as source when it is committed to the repo."""
@@ -235,7 +239,7 @@ def run_generation(
             return report
 
         writing.enter_context(write_lock(ws))
-        store = store or DatasetStore(ws.out)
+        store = store or ws.dataset_store()
         by_key: dict[str, Scene1Job | Scene2Job] = {j.request.key: j for j in [*jobs1, *jobs2]}
         produced: list[Sample] = []
         answered: set[str] = set()

@@ -10,10 +10,14 @@ samples it supersedes, the SFT rebuild), so it pays for one pass instead of one 
 from __future__ import annotations
 
 import json
+import marshal
 import os
+import sys
 import zlib
 from collections.abc import Collection, Iterable, Iterator, KeysView, Mapping
 from pathlib import Path
+
+from codefactory.fileio import atomic_write_bytes
 
 # The provenance fields lines can be found by. A line is indexed under every `"key":"value"` pair it holds at
 # any depth, so a lookup may return more lines than asked for (the caller checks the record's own source)
@@ -22,16 +26,21 @@ INDEXED = ("path", "chunk_sha256")
 _MARKERS = {key: f'"{key}":"'.encode() for key in INDEXED}
 _ID_PREFIX = '{"id":"'
 _ID_PREFIX_BYTES = _ID_PREFIX.encode()
+_KEPT_FORMAT = f"1/{marshal.version}/{sys.version_info[0]}.{sys.version_info[1]}"  # marshal is per Python
 
 
 class RawLogIndex:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, kept: Path | None = None) -> None:
+        """`kept`: where the index is kept between runs (a cache file, never in the dataset), or None."""
         self.path = path
+        self.kept = kept
+        self._restored = kept is None
         self._reset(None)
 
     def _reset(self, identity: tuple[int, int] | None) -> None:
         self._identity = identity  # (device, inode) of the file indexed: a replaced log is indexed afresh
         self._end = 0  # bytes of complete lines indexed so far
+        self._crc = 0  # crc32 of those bytes: a kept index holds only for a log that starts with them
         self._at: dict[str, tuple[int, int]] = {}  # id -> (offset, length) of its latest line
         self._sums: dict[str, str] = {}  # id -> checksum of its latest line (see checksums)
         self._by: dict[str, dict[str, set[str]]] = {key: {} for key in INDEXED}
@@ -90,6 +99,9 @@ class RawLogIndex:
             self._reset(None)
             return
         identity = (status.st_dev, status.st_ino)
+        if not self._restored:
+            self._restored = True
+            self._restore(identity)
         if identity != self._identity or status.st_size < self._end:
             self._reset(identity)
         if status.st_size > self._end:
@@ -98,13 +110,42 @@ class RawLogIndex:
     def _extend(self) -> None:
         with open(self.path, "rb") as handle:
             handle.seek(self._end)
-            offset = self._end
+            offset, crc = self._end, self._crc
             for line in handle:
                 if not line.endswith(b"\n"):
                     break  # a write that never finished: indexed once a repaired log has it whole
                 self._add(line, offset)
                 offset += len(line)
-        self._end = offset
+                crc = zlib.crc32(line, crc)
+        self._end, self._crc = offset, crc
+        self._keep()
+
+    def _restore(self, identity: tuple[int, int]) -> None:
+        """Take up the index a previous run kept, if the log still starts with the bytes it indexed (checked
+        by their crc: reading them again costs a fraction of indexing them)."""
+        assert self.kept is not None
+        try:
+            data = marshal.loads(self.kept.read_bytes())
+            if data["format"] != _KEPT_FORMAT:
+                return
+            with open(self.path, "rb") as handle:
+                if zlib.crc32(handle.read(data["end"])) != data["crc"] or handle.tell() != data["end"]:
+                    return
+            self._identity, self._end, self._crc = identity, data["end"], data["crc"]
+            self._at, self._sums, self._by, self._unsure = data["at"], data["sums"], data["by"], data["unsure"]
+        except Exception:  # missing, damaged or another Python's marshal: indexed afresh  # noqa: BLE001
+            self._reset(identity)
+
+    def _keep(self) -> None:
+        if self.kept is None:
+            return
+        try:
+            self.kept.parent.mkdir(parents=True, exist_ok=True)
+            state = {"format": _KEPT_FORMAT, "end": self._end, "crc": self._crc, "at": self._at,
+                     "sums": self._sums, "by": self._by, "unsure": self._unsure}
+            atomic_write_bytes(self.kept, [marshal.dumps(state)], durable=False)
+        except (OSError, ValueError):
+            pass  # a read-only checkout: the next run indexes again
 
     def _add(self, line: bytes, offset: int) -> None:
         sample_id = _bytes_line_id(line)

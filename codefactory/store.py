@@ -7,6 +7,7 @@ them always gives byte-identical files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -65,8 +66,10 @@ class LiveSet:
 
 
 class DatasetStore:
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, *, index_dir: Path | None = None) -> None:
+        """`index_dir`: where the raw logs' indexes are kept between runs (a cache outside the dataset)."""
         self.out = out
+        self.index_dir = index_dir
         self._raw: dict[str, RawLogIndex] = {}
 
     def raw_path(self, scene: str) -> Path:
@@ -151,7 +154,11 @@ class DatasetStore:
 
     def _index(self, scene: str) -> RawLogIndex:
         if scene not in self._raw:
-            self._raw[scene] = RawLogIndex(self.raw_path(scene))
+            kept = None
+            if self.index_dir is not None:  # one per dataset: two --out of one repository keep their own
+                tag = hashlib.sha1(str(self.out.resolve()).encode("utf-8")).hexdigest()[:12]
+                kept = self.index_dir / f"{scene}-{tag}.marshal"
+            self._raw[scene] = RawLogIndex(self.raw_path(scene), kept)
         return self._raw[scene]
 
     # -- versions -------------------------------------------------------------------------

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from codefactory.models import Sample
+from codefactory.rawlog import RawLogIndex
 from codefactory.store import DatasetStore
 
 
@@ -72,3 +75,46 @@ def test_live_samples_follow_the_changelog_and_can_be_asked_for_a_few(tmp_path: 
     assert everything[1][0].source == moved, "current provenance"
     assert [(s.id, v) for s, v in store.live_samples(ids={d, b, "s1-unknown"})] == [(d, 2)]
     assert [s for s, _ in store.live_samples(ids={a})] == [everything[1][0]]
+
+
+def _view(store: DatasetStore) -> tuple:
+    """What a store's raw-log index answers."""
+    return (dict(store.raw_checksums("scene1")), store.read_raw("scene1", sources={"path": {"m2.py", "m7.py"}}),
+            store.read_raw("scene1", ids={f"s1-{3:016x}"}))
+
+
+def test_a_kept_raw_log_index_is_taken_up_only_by_a_log_that_starts_with_what_it_indexed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    indexed: list[bytes] = []  # the lines indexed from the log itself
+    add = RawLogIndex._add
+    monkeypatch.setattr(RawLogIndex, "_add", lambda self, line, offset: indexed.append(line) or add(self, line, offset))
+    kept = tmp_path / "kept"
+    first = DatasetStore(tmp_path / "a", index_dir=kept)
+    first.append_raw([sample(n, f"m{n}.py", f"{n:064x}") for n in range(1, 6)])
+    before = _view(first)
+    assert list(kept.iterdir())  # indexed, and kept
+    indexed.clear()
+    again = DatasetStore(tmp_path / "a", index_dir=kept)
+    assert _view(again) == before
+    assert indexed == []  # taken up, not indexed again
+    assert before == _view(DatasetStore(tmp_path / "a"))
+
+    # The log grew: the kept part is taken up and only the new lines are indexed.
+    DatasetStore(tmp_path / "a").append_raw([sample(n, f"m{n}.py", f"{n:064x}") for n in range(6, 9)])
+    indexed.clear()
+    grown = DatasetStore(tmp_path / "a", index_dir=kept)
+    assert f"s1-{7:016x}" in grown.raw_checksums("scene1") and len(indexed) == 3  # only the new lines
+    assert _view(grown) == _view(DatasetStore(tmp_path / "a"))
+    assert f"s1-{7:016x}" in grown.raw_checksums("scene1")
+
+    # Rewritten in place with other bytes of the same length: the kept index no longer holds.
+    log = tmp_path / "a" / "scene1_raw.jsonl"
+    log.write_text(log.read_text().replace("m2.py", "m9.py"))
+    rewritten = DatasetStore(tmp_path / "a", index_dir=kept)
+    assert _view(rewritten) == _view(DatasetStore(tmp_path / "a"))
+    assert rewritten.read_raw("scene1", sources={"path": {"m2.py"}}) == {}
+
+    # A damaged kept file is indexed afresh.
+    for path in kept.iterdir():
+        path.write_bytes(b"\x00garbage")
+    assert _view(DatasetStore(tmp_path / "a", index_dir=kept)) == _view(DatasetStore(tmp_path / "a"))

@@ -152,8 +152,10 @@ def measure_one_file_commit(corpus: Corpus, server: LoopbackLLM, scratch: Path, 
         quality_cache._MEMO.clear()
         quality_cache.SummaryStore(ws).path(commit).unlink(missing_ok=True)
         # The raw logs' indexes that the run before this one kept for this output directory.
+        primed = ws.dataset_store()
         for scene in SCENES:
-            ws.dataset_store().raw_checksums(scene)
+            primed.raw_checksums(scene)
+        primed.keep_indexes()
         server.reset()
         with PhaseTimer({"quality assessment": (pipeline, "assess_dataset"),
                          "LLM client start": (Workspace, "open_llm")}) as timer:

@@ -290,6 +290,7 @@ def run_generation(
             report.stats.failures.extend(report.judge.failures)  # unjudged samples: the next run asks again
         rebuild_dataset(ws, store, source_commit=snapshot.commit, model=model, snapshot=snapshot,
                         base_commit=from_commit)
+        store.keep_indexes()  # for the next run, which then indexes only what it appends
         report.quality = (read_quality(store.out) or {}).get("counts", {})
         report.outputs = [store.out / f for f in ("scene1_sft.jsonl", "scene2_sft.jsonl", "combined_sft.jsonl")]
         return report

@@ -118,7 +118,6 @@ class RawLogIndex:
                 offset += len(line)
                 crc = zlib.crc32(line, crc)
         self._end, self._crc = offset, crc
-        self._keep()
 
     def _restore(self, identity: tuple[int, int]) -> None:
         """Take up the index a previous run kept, if the log still starts with the bytes it indexed (checked
@@ -136,9 +135,12 @@ class RawLogIndex:
         except Exception:  # missing, damaged or another Python's marshal: indexed afresh  # noqa: BLE001
             self._reset(identity)
 
-    def _keep(self) -> None:
+    def keep(self) -> None:
+        """Write the index where `kept` says, for a later run (not on every extension: a run that appends reply
+        by reply would rewrite it each time)."""
         if self.kept is None:
             return
+        self._refresh()
         try:
             self.kept.parent.mkdir(parents=True, exist_ok=True)
             state = {"format": _KEPT_FORMAT, "end": self._end, "crc": self._crc, "at": self._at,

@@ -145,6 +145,11 @@ class DatasetStore:
                 result.append((sample, live.added_in[sample_id]))
         return result
 
+    def keep_indexes(self) -> None:
+        """Keep the raw logs' indexes built so far in `index_dir`, for the next run."""
+        for index in self._raw.values():
+            index.keep()
+
     def raw_checksums(self, scene: str) -> Mapping[str, str]:
         """id -> checksum of the line that is its record (rawlog.RawLogIndex.checksums)."""
         return self._index(scene).checksums()

@@ -92,7 +92,9 @@ def test_a_kept_raw_log_index_is_taken_up_only_by_a_log_that_starts_with_what_it
     first = DatasetStore(tmp_path / "a", index_dir=kept)
     first.append_raw([sample(n, f"m{n}.py", f"{n:064x}") for n in range(1, 6)])
     before = _view(first)
-    assert list(kept.iterdir())  # indexed, and kept
+    assert not kept.exists()  # kept only when asked: a run that appends reply by reply would rewrite it each time
+    first.keep_indexes()
+    assert list(kept.iterdir())
     indexed.clear()
     again = DatasetStore(tmp_path / "a", index_dir=kept)
     assert _view(again) == before
@@ -105,6 +107,7 @@ def test_a_kept_raw_log_index_is_taken_up_only_by_a_log_that_starts_with_what_it
     grown = DatasetStore(tmp_path / "a", index_dir=kept)
     assert f"s1-{7:016x}" in grown.raw_checksums("scene1") and len(indexed) == 3  # only the new lines
     assert _view(grown) == _view(DatasetStore(tmp_path / "a"))
+    grown.keep_indexes()
     assert f"s1-{7:016x}" in grown.raw_checksums("scene1")
 
     # Rewritten in place with other bytes of the same length: the kept index no longer holds.
@@ -113,6 +116,7 @@ def test_a_kept_raw_log_index_is_taken_up_only_by_a_log_that_starts_with_what_it
     rewritten = DatasetStore(tmp_path / "a", index_dir=kept)
     assert _view(rewritten) == _view(DatasetStore(tmp_path / "a"))
     assert rewritten.read_raw("scene1", sources={"path": {"m2.py"}}) == {}
+    rewritten.keep_indexes()
 
     # A damaged kept file is indexed afresh.
     for path in kept.iterdir():

@@ -207,7 +207,7 @@ def _verdict(item: _Item, index: RepoIndex, settings: QualitySettings) -> Verdic
         flags, verdict.grounding = scene2_flags(texts, item.sample.source.get("modules", []), index)
         verdict.judge = _judge_score(item.sample)
         failure = validate(item.sample, min_trace_steps=settings.min_trace_steps,
-                           known=_known_names(item.sample, index))
+                           known=_anchor_names(item.sample, index))
     verdict.flags = dict(flags)
     if failure is None and flags and settings.flagged == "drop":
         failure = flags[0]
@@ -241,16 +241,14 @@ def dedup_text(sample: Sample) -> str:
     return f"{sample.content.get('requirement', '')}\n{proposal.get('summary', '') if isinstance(proposal, dict) else ''}"
 
 
-def _known_names(sample: Sample, index: RepoIndex) -> frozenset[str]:
-    """Names a thinking trace should mention: the chunk's identifiers, or the anchor modules' symbols."""
-    if sample.scene == "scene1":
-        return frozenset(meaningful(identifiers_in(sample.input.get("code", ""), loose=True)))
+def _anchor_names(sample: Sample, index: RepoIndex) -> frozenset[str]:
+    """Names a Scene-2 thinking trace should mention: the anchor modules' symbols (Scene-1's: scene1_facts)."""
     return frozenset(meaningful(index.module_names(sample.source.get("modules", []))))
 
 
 def repo_index(ws: "Workspace", commit: str, snapshot: "Snapshot | None" = None, base: str | None = None) -> RepoIndex:
-    """The repository's index at `commit`: kept per file across runs (quality_cache.py), built from the run's
-    own scan when it has one, else from a scan of the tree."""
+    """The repository's index at `commit`: kept across runs as a per-commit summary (quality_cache.py), built
+    from the run's own scan, or patched from `base`'s with the files it rescanned, else from a scan of the tree."""
     return repo_index_at(ws, commit, snapshot, base)
 
 

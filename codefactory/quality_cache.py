@@ -9,8 +9,13 @@ byte-identical either way.
   scanned the whole tree builds it from its own scan; an incremental run, which rescans only the changed
   files, patches the base commit's summary with them, taking out the old entries of those files. Only
   when neither is possible is the tree scanned again.
+* Scene-1 facts (quality.Facts) are kept per sample id with the checksum of the raw-log line they were
+  taken from, so a kept sample is neither parsed nor checked again while its line is the same.
 * MinHash signatures (dedup.py) are kept per sample id with the digest of the normalised text they hash;
   a signature is used only while that digest matches, so only new or changed texts are hashed.
+
+Facts and signatures follow one dataset (`per_dataset`); summaries and facts are marshal files stamped with
+their format and the Python version.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from bench.corpora import CACHE, Corpus, make_one_file_commit
 from bench.harness import PhaseTimer, Row, fresh, reset_cache, workspace
 from bench.llmserver import LoopbackLLM
 import codefactory
-from codefactory import pipeline, quality_cache
+from codefactory import index_cache, pipeline
 from codefactory.incremental import run_incremental
 from codefactory.store import SCENES
 from codefactory.pipeline import Workspace, run_build, take_snapshot
@@ -142,15 +142,15 @@ def measure_one_file_commit(corpus: Corpus, server: LoopbackLLM, scratch: Path, 
     sent: dict[str, int] = {}
     # What the run that built the dataset at the corpus head leaves behind: the head's index summary, which
     # an incremental run patches (rebuilt here only when a format change made it unreadable).
-    quality_cache.repo_index_at(workspace(corpus.root, server.base_url, data), corpus.head)
+    index_cache.repo_index_at(workspace(corpus.root, server.base_url, data), corpus.head)
     for _ in range(repeats):
         shutil.rmtree(out, ignore_errors=True)
         shutil.copytree(data, out)
         ws = workspace(corpus.root, server.base_url, out)
         reset_cache(corpus.root)  # the edited function's reply must be asked for, every time
         # Each repeat patches the head's index summary and reads it from disk, as a new process does.
-        quality_cache._MEMO.clear()
-        quality_cache.SummaryStore(ws).path(commit).unlink(missing_ok=True)
+        index_cache._MEMO.clear()
+        index_cache.SummaryStore(ws).path(commit).unlink(missing_ok=True)
         # The raw logs' indexes that the run before this one kept for this output directory.
         primed = ws.dataset_store()
         for scene in SCENES:

@@ -124,7 +124,7 @@ def file_entry(file: SourceFile, definitions: Iterable[tuple[str, str]] = ()) ->
 class RepoIndex:
     """Every name in the repository's processed files, and where each symbol is defined."""
 
-    # Any collection that answers `in`: a set, or (quality_cache.py) the number of files holding each name.
+    # Any collection that answers `in`: a set, or (index_cache.py) the number of files holding each name.
     tokens: Collection[str] = frozenset()
     paths: frozenset[str] = frozenset()
     definitions: Mapping[str, list[Definition]] = field(default_factory=dict)  # by simple and qualified name
@@ -143,7 +143,7 @@ class RepoIndex:
     @classmethod
     def from_entries(cls, entries: Mapping[str, "FileEntry"], extra: Iterable[Definition] = ()) -> "RepoIndex":
         """The index of the files whose entries these are: the same as `build` over those files, so an index
-        can be kept per file and patched for the files a commit changed (quality_cache.py)."""
+        can be kept per file and patched for the files a commit changed (index_cache.py)."""
         tokens: set[str] = set()
         names: dict[str, set[str]] = {}
         definitions: list[Definition] = []

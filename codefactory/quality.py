@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import gc
 import json
-from functools import partial
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -26,8 +26,9 @@ from codefactory.errors import ConfigError
 from codefactory.fileio import atomic_write_text
 from codefactory.grounding import (RepoIndex, Scene1Citations, identifiers_in, meaningful, scene1_citations,
                                    scene1_grounding, scene2_flags)
+from codefactory.index_cache import repo_index_at
 from codefactory.models import Sample
-from codefactory.quality_cache import FactStore, SignatureStore, repo_index_at
+from codefactory.quality_cache import FactStore, SignatureStore
 from codefactory.sft import to_sft
 from codefactory.store import SCENES, DatasetStore, LiveSet
 from codefactory.validate import text_fields, validate
@@ -247,7 +248,7 @@ def _anchor_names(sample: Sample, index: RepoIndex) -> frozenset[str]:
 
 
 def repo_index(ws: "Workspace", commit: str, snapshot: "Snapshot | None" = None, base: str | None = None) -> RepoIndex:
-    """The repository's index at `commit`: kept across runs as a per-commit summary (quality_cache.py), built
+    """The repository's index at `commit`: kept across runs as a per-commit summary (index_cache.py), built
     from the run's own scan, or patched from `base`'s with the files it rescanned, else from a scan of the tree."""
     return repo_index_at(ws, commit, snapshot, base)
 

@@ -9,11 +9,9 @@ byte-identical files; `quality.json` records them for `stats`, `export` and `rep
 
 from __future__ import annotations
 
-import gc
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -32,6 +30,7 @@ from codefactory.quality_cache import FactStore, SignatureStore
 from codefactory.sft import to_sft
 from codefactory.store import SCENES, DatasetStore, LiveSet
 from codefactory.validate import text_fields, validate
+from codefactory.workers import paused_gc
 
 if TYPE_CHECKING:
     from codefactory.pipeline import Snapshot, Workspace
@@ -260,22 +259,10 @@ def assess_dataset(ws: "Workspace", store: DatasetStore, commit: str, *, snapsho
     A Scene-1 sample whose raw-log line is the one its kept facts were taken from is neither parsed nor
     checked again: its verdict is replayed against the commit's index, so a small update of a large
     dataset costs what it changed."""
-    with _no_cyclic_gc():
+    # Assessment makes a few acyclic objects per live sample while the kept index alone holds ~200k: full
+    # collections walked them all, a third of a 14k-sample run.
+    with paused_gc():
         return _assess_dataset(ws, store, commit, snapshot, base)
-
-
-@contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """Assessment builds and drops a few objects per live sample and no cycles, while the kept index alone holds
-    ~200k: each full collection walked them all, a third of a 14k-sample run. Reference counting frees what
-    the run drops; anything cyclic is collected once collection is back on."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _assess_dataset(ws: "Workspace", store: DatasetStore, commit: str, snapshot: "Snapshot | None",

@@ -13,7 +13,8 @@ import multiprocessing
 import os
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -54,6 +55,20 @@ def worker_count(sizes: Sequence[int], workers: int | None, min_size: int) -> in
     return workers
 
 
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection meanwhile: for work that makes many objects and no cycles while the process
+    holds many more, which every full collection would walk. Reference counting still frees what is dropped;
+    anything cyclic is collected once collection is back on."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
 def fork_map(job: Callable[[int], T], sizes: Sequence[int], workers: int) -> list[T]:
     """[job(0), job(1), ...] for one index per size, computed in `workers` forked processes."""
     global _job
@@ -65,18 +80,14 @@ def fork_map(job: Callable[[int], T], sizes: Sequence[int], workers: int) -> lis
     # receiving their results: the jobs build millions of objects and no cycles, and each full
     # collection walks every object the process holds (7% of the stdlib's analysis; in a worker it
     # also touches, and so copies, every page it inherited). Reference counting still frees the rest.
-    collecting = gc.isenabled()
-    gc.disable()
     try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with paused_gc(), multiprocessing.get_context("fork").Pool(workers) as pool:
             for batch in pool.imap_unordered(_run_batch, batches):
                 for i, result in batch:
                     results[i] = result
                     done[i] = True
     finally:
         _job = None
-        if collecting:
-            gc.enable()
     assert all(done), "a worker lost an item"
     return results
 

@@ -38,10 +38,7 @@ def normalise(text: str) -> str:
 
 
 def shingles(text: str, size: int = SHINGLE_WORDS) -> set[str]:
-    words = normalise(text).split()
-    if len(words) <= size:
-        return {" ".join(words)}
-    return {" ".join(words[i:i + size]) for i in range(len(words) - size + 1)}
+    return _grams(normalise(text), size)
 
 
 def jaccard(a: set[str], b: set[str]) -> float:

@@ -153,14 +153,11 @@ class RepoIndex:
             tokens.update(path_names(path))
             names[path] = {PurePosixPath(path).stem, *entry.names}
             definitions.extend(Definition(q, k, path) for q, k in entry.definitions)
-        by_name: dict[str, list[Definition]] = {}
-        for definition in [*definitions, *extra]:
-            by_name.setdefault(definition.qualified, []).append(definition)
-            simple = definition.qualified.rsplit(".", 1)[-1]
-            names.setdefault(definition.path, set()).add(simple)
-            if simple != definition.qualified:
-                by_name.setdefault(simple, []).append(definition)
-        return cls(frozenset(tokens), frozenset(entries), by_name, {p: frozenset(n) for p, n in names.items()})
+        definitions.extend(extra)
+        for definition in definitions:
+            names.setdefault(definition.path, set()).add(definition.qualified.rsplit(".", 1)[-1])
+        return cls(frozenset(tokens), frozenset(entries), by_name(definitions),
+                   {p: frozenset(n) for p, n in names.items()})
 
     def module_names(self, modules: Iterable[str]) -> set[str]:
         """What citing a module looks like: its path, stem, symbols and code-shaped names."""
@@ -184,6 +181,17 @@ class RepoIndex:
             if definition.qualified == name or definition.kind == "class":
                 return definition
         return None
+
+
+def by_name(definitions: Iterable[Definition]) -> dict[str, list[Definition]]:
+    """Definitions by qualified and by simple name (`OrderService.place` and `place`), in the order given."""
+    found: dict[str, list[Definition]] = {}
+    for definition in definitions:
+        found.setdefault(definition.qualified, []).append(definition)
+        simple = definition.qualified.rsplit(".", 1)[-1]
+        if simple != definition.qualified:
+            found.setdefault(simple, []).append(definition)
+    return found
 
 
 def meaningful(names: Iterable[str]) -> set[str]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from codefactory import __version__
 from codefactory.fileio import atomic_write_bytes
-from codefactory.grounding import Definition, FileEntry, RepoIndex, file_entry, path_names
+from codefactory.grounding import Definition, FileEntry, RepoIndex, by_name, file_entry, path_names
 from codefactory.models import SourceFile
 from codefactory.quality_cache import FORMAT, STAMP, quality_cache_dir, read_marshal
 from codefactory.skeleton import FileSymbols, extract_symbols
@@ -153,19 +153,11 @@ class IndexSummary:
     def index(self, names_of: Callable[[str], frozenset[str]]) -> RepoIndex:
         """The RepoIndex of this commit; `names_of(path)` gives one file's names, asked for only by Scene-2."""
 
-        def by_name() -> dict[str, list[Definition]]:
-            found: dict[str, list[Definition]] = {}
-            for path in sorted(self.definitions):  # path order, as RepoIndex.from_entries
-                for line in self.definitions[path].split("\n"):
-                    qualified, kind = line.split("\t")
-                    definition = Definition(qualified, kind, path)
-                    found.setdefault(qualified, []).append(definition)
-                    simple = qualified.rsplit(".", 1)[-1]
-                    if simple != qualified:
-                        found.setdefault(simple, []).append(definition)
-            return found
+        def definitions() -> dict[str, list[Definition]]:
+            return by_name(Definition(*line.split("\t"), path)  # path order, as RepoIndex.from_entries
+                           for path in sorted(self.definitions) for line in self.definitions[path].split("\n"))
 
-        return RepoIndex(self.counts, frozenset(self.files), _Deferred(by_name), _PerPath(self.files, names_of))
+        return RepoIndex(self.counts, frozenset(self.files), _Deferred(definitions), _PerPath(self.files, names_of))
 
     def to_json(self) -> dict[str, Any]:
         return {"files": self.files, "counts": self.counts, "definitions": self.definitions}

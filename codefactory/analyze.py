@@ -50,23 +50,21 @@ def scan_and_analyze(
     min_chars: int = PARALLEL_MIN_CHARS,
 ) -> tuple[ScanResult, list[Chunk], dict[str, FileSymbols]]:
     """`scan` then `analyze_files` of a selection's blobs, in one pass per file: on a large tree the
-    workers fork once, and each file's text is decoded and redacted in the process that chunks it."""
-    blobs, paths = selection.blobs, selection.paths
+    workers fork once, and each file is read, decoded and redacted in the process that chunks it."""
+    paths, sizes = selection.paths, selection.sizes
     oids = [selection.entries[i].oid for i in selection.picked]
-    sizes = [len(data) for data in blobs]
     count = worker_count(sizes, workers, min_chars)
 
     def one(k: int) -> tuple[Examined, tuple[list[Chunk], FileSymbols] | None]:
-        text, reason, found = examine(paths[k], blobs[k], redact_secrets)
+        examined = examine(paths[k], selection.read(k), redact_secrets)
+        text, _, found = examined
         if text is None:
-            return (text, reason, found), None
+            return examined, None
         file = SourceFile(path=paths[k], language=detect_language(paths[k]), text=text, blob_sha=oids[k],
                           secrets=found)
-        # Forked, only redacted text travels back: the parent decodes the other blobs itself (Selection.assemble).
-        kept = text if count < 2 or found else None
-        return (kept, reason, found), _analyze_one(file, max_tokens, min_tokens)
+        return examined, _analyze_one(file, max_tokens, min_tokens)
 
-    results = [one(k) for k in range(len(blobs))] if count < 2 else fork_map(one, sizes, count)
+    results = [one(k) for k in range(len(paths))] if count < 2 else fork_map(one, sizes, count)
     scanned = selection.assemble([examined for examined, _ in results])
     analyzed = [result for _, result in results if result is not None]
     chunks = [c for file_chunks, _ in analyzed for c in file_chunks]

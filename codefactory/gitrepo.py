@@ -6,6 +6,7 @@ the work tree, so every sample's provenance (commit + path + blob) is exact.
 
 from __future__ import annotations
 
+import os
 import posixpath
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -63,15 +64,26 @@ class GitRepo:
         found = pygit2.discover_repository(str(start))
         if found is None:
             raise RepositoryError(f"{start} is not a git repository (run `git init` or pass --repo)")
+        self._found = found
         try:
-            self._repo = pygit2.Repository(found)
+            self._opened = pygit2.Repository(found)
         except pygit2.GitError as exc:
             raise RepositoryError(f"cannot open the git repository at {found}: {exc}") from None
+        self._opened_by = os.getpid()
         if self._repo.is_bare or self._repo.workdir is None:
             raise RepositoryError(f"{found} is a bare repository; codefactory needs a clone with a work tree")
         self.root: Path = Path(self._repo.workdir).resolve()
         self.name: str = self.root.name
         self.git_dir: Path = Path(self._repo.path).resolve()  # .git (or a worktree's git dir): where hooks live
+
+    @property
+    def _repo(self) -> pygit2.Repository:
+        """The libgit2 handle of this process. A forked worker opens its own: an inherited handle shares
+        its pack files' descriptors (and their offsets) and caches with the parent."""
+        if self._opened_by != os.getpid():
+            self._opened = pygit2.Repository(self._found)
+            self._opened_by = os.getpid()
+        return self._opened
 
     @property
     def is_shallow(self) -> bool:

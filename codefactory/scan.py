@@ -135,57 +135,62 @@ def scan(
     the redacted text.
     """
     selection = select(repo, rev, include=include, exclude=exclude, max_file_bytes=max_file_bytes, paths=paths)
-    blobs, paths = selection.blobs, selection.paths
-    count = worker_count([len(data) for data in blobs], None, PARALLEL_MIN_BYTES)
-    if count < 2:
-        examined = [examine(path, data, redact_secrets) for path, data in zip(paths, blobs)]
-    else:
-        def slim(k: int) -> Examined:
-            # Only redacted text travels back; the parent decodes the other kept files itself (~40 ms
-            # for the stdlib) rather than unpickle every text.
-            text, reason, found = examine(paths[k], blobs[k], redact_secrets)
-            return (text if found else None), reason, found
+    paths, sizes = selection.paths, selection.sizes
 
-        examined = fork_map(slim, [len(data) for data in blobs], count)
+    def one(k: int) -> Examined:
+        return examine(paths[k], selection.read(k), redact_secrets)
+
+    count = worker_count(sizes, None, PARALLEL_MIN_BYTES)
+    examined = [one(k) for k in range(len(paths))] if count < 2 else fork_map(one, sizes, count)
     return selection.assemble(examined)
 
 
-# (text, None, secrets replaced by kind) for a file that is kept, else (None, why not, ()). The text may
-# be None for a kept file without secrets: `Selection.assemble` then decodes the blob itself.
+# (text, None, secrets replaced by kind) for a file that is kept, else (None, why not, ()).
 Examined = tuple[str | None, str | None, tuple[tuple[str, int], ...]]
 
 
 @dataclass(frozen=True)
 class Selection:
-    """The part of a scan judged from paths, kinds and sizes alone, with the blobs left to examine."""
+    """The part of a scan judged from paths, kinds and sizes alone, with the blobs left to read and examine.
 
+    Blobs are read where they are examined: in forked workers on a large tree, so the parent neither
+    reads them in series nor holds them while the workers run.
+    """
+
+    repo: GitRepo
     commit: str
     entries: list[TreeEntry]
     reasons: list[str | None]  # per entry: why it is skipped without reading it, None if it is read
-    picked: list[int]  # indexes of the entries read
-    blobs: list[bytes]  # their content, in the order of `picked`
+    picked: list[int]  # indexes of the entries to read
 
     @property
     def paths(self) -> list[str]:
-        """The paths of the entries read, in the order of `blobs` (a new list at each call)."""
+        """The paths of the entries to read, in the order of `picked` (a new list at each call)."""
         return [self.entries[i].path for i in self.picked]
 
+    @property
+    def sizes(self) -> list[int]:
+        """The blob sizes of the entries to read, in the order of `picked`."""
+        return [self.entries[i].size for i in self.picked]
+
+    def read(self, k: int) -> bytes:
+        """The content of the k-th entry to read."""
+        return self.repo.read_blob(self.entries[self.picked[k]].oid)
+
     def assemble(self, examined: Sequence[Examined]) -> ScanResult:
-        """The scan's result, given `examine`'s verdict on each blob."""
-        by_index = dict(zip(self.picked, zip(self.blobs, examined)))
+        """The scan's result, given `examine`'s verdict on each picked entry, in the order of `picked`."""
+        by_index = dict(zip(self.picked, examined))
         files: list[SourceFile] = []
         skipped: list[SkippedFile] = []
         for i, entry in enumerate(self.entries):
             reason = self.reasons[i]
             if reason is None:
-                data, (text, reason, found) = by_index[i]
-                if reason is None:
-                    text = text if text is not None else _decode(data)[0]
-                    assert text is not None
+                text, reason, found = by_index[i]
+                if text is not None:
                     files.append(SourceFile(path=entry.path, language=detect_language(entry.path), text=text,
                                             blob_sha=entry.oid, secrets=found))
                     continue
-            skipped.append(SkippedFile(path=entry.path, reason=reason))
+            skipped.append(SkippedFile(path=entry.path, reason=reason or "unreadable"))
         return ScanResult(commit=self.commit, files=files, skipped=skipped)
 
 
@@ -206,8 +211,7 @@ def select(
 
     entries = repo.list_files(commit, paths=paths)
     reasons = [_reason_by_entry(repo, e, ignore, include_spec, exclude_spec, max_file_bytes) for e in entries]
-    picked = [i for i, reason in enumerate(reasons) if reason is None]
-    return Selection(commit, entries, reasons, picked, [repo.read_blob(entries[i].oid) for i in picked])
+    return Selection(repo, commit, entries, reasons, [i for i, reason in enumerate(reasons) if reason is None])
 
 
 def examine(path: str, data: bytes, redact_secrets: bool = True) -> Examined:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pygit2
@@ -238,3 +239,23 @@ def test_shallow_clone_hint(tmp_path: Path) -> None:
 def test_commit_time(tmp_path: Path) -> None:
     make_repo(tmp_path, {"a.py": "a\n"})
     assert GitRepo(tmp_path).commit_time("HEAD") == 1_700_000_000
+
+
+def test_a_forked_process_reads_through_its_own_handle(tmp_path: Path) -> None:
+    make_repo(tmp_path / "proj", {"a.py": "x = 1\n"})
+    repo = GitRepo(tmp_path / "proj")
+    (entry,) = repo.list_files(repo.resolve("HEAD"))
+    inherited = repo._repo
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what it read and whether it opened its own handle, then leave at once
+        try:
+            ok = repo.read_blob(entry.oid) == b"x = 1\n" and repo._repo is not inherited
+            os.write(write, b"ok" if ok else b"no")
+        finally:
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 2)
+    os.waitpid(pid, 0)
+    assert answer == b"ok"
+    assert repo._repo is inherited  # the parent keeps its handle

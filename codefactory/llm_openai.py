@@ -152,17 +152,20 @@ class OpenAIBackend:
         schema: dict[str, Any],
         params: GenerationParams,
     ) -> Any:
-        extra: dict[str, Any] = {} if params.seed is None else {"seed": params.seed}
+        # A plain dict, not the SDK's TypedDicts: `messages` are untyped role/content dicts and the
+        # json_object_schema mode sends a `schema` field that the SDK's ResponseFormat types do not have.
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_tokens,
+            "response_format": response_format_for(mode, schema),
+        }
+        if params.seed is not None:
+            request["seed"] = params.seed
         try:
-            return client.chat.completions.create(
-                model=self.model,
-                messages=messages,  # type: ignore[arg-type]
-                temperature=params.temperature,
-                top_p=params.top_p,
-                max_tokens=params.max_tokens,
-                response_format=response_format_for(mode, schema),  # type: ignore[arg-type]
-                **extra,
-            )
+            return client.chat.completions.create(**request)
         except json.JSONDecodeError:
             # A body labelled JSON that isn't: the SDK does not retry it, and neither do we.
             raise GenerationError("malformed response (body is not JSON)", retryable=True) from None

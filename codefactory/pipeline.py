@@ -240,7 +240,8 @@ def run_generation(
 
         writing.enter_context(write_lock(ws))
         store = store or ws.dataset_store()
-        by_key: dict[str, Scene1Job | Scene2Job] = {j.request.key: j for j in [*jobs1, *jobs2]}
+        all_jobs: list[Scene1Job | Scene2Job] = [*jobs1, *jobs2]  # annotated: mypy would join them to list[object]
+        by_key = {j.request.key: j for j in all_jobs}
         produced: list[Sample] = []
         answered: set[str] = set()
 
@@ -310,7 +311,7 @@ def _split_done(jobs1: Sequence[Scene1Job], jobs2: Sequence[Scene2Job], answered
     undone: Pending = {"scene1": [], "scene2": []}
     done: Pending = {"scene1": [], "scene2": []}
     for job1 in jobs1:
-        entry = {"id": job1.chunk.id, "path": job1.chunk.path}
+        entry: dict[str, Any] = {"id": job1.chunk.id, "path": job1.chunk.path}  # Pending's entry type
         (done if job1.request.key in answered else undone)["scene1"].append(entry)
     for job2 in jobs2:
         anchor = job2.anchor

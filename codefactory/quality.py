@@ -275,11 +275,14 @@ def _assess_dataset(ws: "Workspace", store: DatasetStore, commit: str, snapshot:
     else:
         facts = FactStore(ws, cache_key(tool=__version__, min_trace_steps=settings.min_trace_steps))
         kept = facts.load()
-        items, rows = [], {}
+        items: list[_Item] = []
+        rows: dict[str, list[Any]] = {}  # id -> [line checksum, facts row], as FactStore keeps them
         for scene, sample_id, checksum in lines:
             entry = kept.get(sample_id) if scene == "scene1" else None
             known = Facts.from_row(entry[1]) if entry is not None and entry[0] == checksum else None
-            if known is not None and (live.moved.get(sample_id) or {}).get("language", known.language) == known.language:
+            # entry is never None when known isn't: said again so that rows keeps FactStore's type
+            if known is not None and entry is not None \
+                    and (live.moved.get(sample_id) or {}).get("language", known.language) == known.language:
                 item = _Item(sample_id, scene, partial(_text_of, store, live, scene, sample_id), known)
                 rows[sample_id] = entry
             else:
@@ -299,7 +302,7 @@ def _assess_dataset(ws: "Workspace", store: DatasetStore, commit: str, snapshot:
 
 def _live_lines(store: DatasetStore, live: LiveSet) -> list[tuple[str, str, str]]:
     """(scene, id, checksum of its raw-log line) of the live samples in SFT order: no line is read."""
-    result = []
+    result: list[tuple[str, str, str]] = []
     for scene in SCENES:
         checksums = store.raw_checksums(scene)
         result.extend((scene, i, checksums[i]) for i in live.ids() if i in checksums)

@@ -57,7 +57,7 @@ class RawLogIndex:
         if unknown:
             raise ValueError(f"raw lines are not indexed by {', '.join(sorted(unknown))}")
         self._refresh()
-        found = set()
+        found: set[str] = set()
         for key, values in sources.items():
             by_value = self._by[key]
             for value in values:

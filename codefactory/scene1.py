@@ -6,6 +6,7 @@ import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from codefactory.cache import cache_key
 from codefactory.generate import Reply, Request
@@ -13,7 +14,7 @@ from codefactory.llm import GenerationParams
 from codefactory.models import Chunk, Sample
 from codefactory.prompts import code_fence, load_prompt
 
-SCENE = "scene1"
+SCENE: Final = "scene1"  # Final: typed as the literal that Sample.scene takes
 
 # How much a kind of chunk tends to teach: definitions carry behaviour, windows of prose less.
 _KIND_WEIGHT = {"method": 1.0, "function": 1.0, "class": 0.95, "module": 0.6, "window": 0.35}

@@ -12,6 +12,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Final
 
 from codefactory.cache import cache_key
 from codefactory.generate import Reply, Request
@@ -21,7 +22,7 @@ from codefactory.prompts import code_fence, load_prompt
 from codefactory.scene1 import sample_id
 from codefactory.skeleton import Skeleton
 
-SCENE = "scene2"
+SCENE: Final = "scene2"  # Final: typed as the literal that Sample.scene takes
 MODULES_PER_PROPOSAL = 3
 SNIPPET_LINES = 40
 

@@ -143,18 +143,18 @@ def build_skeleton(files: Sequence[SourceFile], *, token_budget: int = 6000, rep
     remaining = token_budget - base.token_count
     kept: list[str] = []
     omitted: list[str] = []
-    for symbols in sorted(with_symbols, key=lambda s: (-centrality.get(s.path, 0.0), s.path)):
+    for file_symbols in sorted(with_symbols, key=lambda s: (-centrality.get(s.path, 0.0), s.path)):
         if remaining <= 0:
-            omitted.append(symbols.path)
+            omitted.append(file_symbols.path)
             continue
-        section = symbols.section()
+        section = file_symbols.section()
         # a section longer than 10 chars per remaining token cannot fit; skip counting it (huge generated files)
         cost = count_tokens(section) + 1 if len(section) <= 10 * remaining + 1000 else remaining + 1
         if cost <= remaining:
-            kept.append(symbols.path)
+            kept.append(file_symbols.path)
             remaining -= cost
         else:
-            omitted.append(symbols.path)
+            omitted.append(file_symbols.path)
     result = skeleton(omitted)
     # Token counts do not add up exactly across the joins: drop the least central kept files until it fits.
     while result.token_count > token_budget and kept:
@@ -178,8 +178,8 @@ def compute_centrality(files: Sequence[SourceFile], symbols: Sequence[FileSymbol
         module = _module_name(file)
         if len(module) > 1 and module not in _STOP_NAMES:
             module_files.setdefault(module, []).append(index)
-        names = {s.name for s in file_symbols.symbols if "." not in s.name and s.kind != "namespace"}
-        symbol_names.append(frozenset(n for n in names if len(n) > 2 and n not in _STOP_NAMES
+        top_level = {s.name for s in file_symbols.symbols if "." not in s.name and s.kind != "namespace"}
+        symbol_names.append(frozenset(n for n in top_level if len(n) > 2 and n not in _STOP_NAMES
                                       and not n.startswith("__")))
     wanted = set(module_files).union(*symbol_names)
     defined_in: dict[str, list[int]] = {}  # top-level name -> the files defining it

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import marshal
+import re
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 INDEX_DIR = "index"  # one summary per recent commit: index/<commit>.marshal
 ENTRIES_DIR = "entries"  # per-file entries by content, shared by every commit (diskcache)
 _KEEP_COMMITS = 4  # summaries kept: a branch and its base, with room to spare
+# Bump when what a summary holds changes apart from quality_cache's FORMAT (2: escaped definition names).
+_SUMMARY_FORMAT = 2
 
 
 def scan_key(ws: "Workspace") -> str:
@@ -154,8 +157,8 @@ class IndexSummary:
         """The RepoIndex of this commit; `names_of(path)` gives one file's names, asked for only by Scene-2."""
 
         def definitions() -> dict[str, list[Definition]]:
-            return by_name(Definition(*line.split("\t"), path)  # path order, as RepoIndex.from_entries
-                           for path in sorted(self.definitions) for line in self.definitions[path].split("\n"))
+            return by_name(d for path in sorted(self.definitions)  # path order, as RepoIndex.from_entries
+                           for d in _unpacked(path, self.definitions[path]))
 
         return RepoIndex(self.counts, frozenset(self.files), _Deferred(definitions), _PerPath(self.files, names_of))
 
@@ -167,8 +170,24 @@ class IndexSummary:
         return cls(data["files"], data["counts"], data["definitions"])
 
 
+# A qualified name keeps what the source wrote, tabs and newlines included (TypeScript's `namespace A.\n  B`,
+# `declare module "x<tab>y"`): escaped in a summary's "qualified\tkind" lines, whose kinds never hold either.
+_ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n"})
+_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
+_UNESCAPE = {"\\": "\\", "t": "\t", "n": "\n"}
+
+
 def _packed(definitions: Sequence[tuple[str, str]]) -> str:
-    return "\n".join(f"{qualified}\t{kind}" for qualified, kind in definitions)
+    return "\n".join(f"{qualified.translate(_ESCAPE)}\t{kind}" for qualified, kind in definitions)
+
+
+def _unpacked(path: str, packed: str) -> Iterator[Definition]:
+    """The definitions of `path` from its `_packed` lines."""
+    for line in packed.split("\n"):
+        qualified, kind = line.split("\t")
+        if "\\" in qualified:
+            qualified = _ESCAPED.sub(lambda m: _UNESCAPE[m[1]], qualified)
+        yield Definition(qualified, kind, path)
 
 
 class _Deferred(Mapping[str, list[Definition]]):
@@ -220,7 +239,7 @@ class SummaryStore:
 
     def __init__(self, ws: "Workspace") -> None:
         self.directory = quality_cache_dir(ws) / INDEX_DIR
-        self.key = scan_key(ws)
+        self.key = f"{scan_key(ws)}/{_SUMMARY_FORMAT}"  # summaries packed otherwise are not read
 
     def path(self, commit: str) -> Path:
         return self.directory / f"{commit}.marshal"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import marshal
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from codefactory import index_cache, pipeline, quality_cache
 from codefactory.grounding import Definition, RepoIndex
 from codefactory.incremental import plan_update
+from codefactory.models import SourceFile
 from codefactory.scan import scan
 from codefactory.skeleton import build_skeleton
 from codefactory.store import DatasetStore
@@ -81,3 +83,16 @@ def test_summary_patched_with_changed_files_equals_one_built_whole(shop_repo) ->
     assert "refund_all" in patched.counts and "ExtraThing" in patched.counts
     # An old entry that is no longer kept cannot be taken out: the caller scans again instead.
     assert index_cache.IndexSummary.of(before).patched(rescanned, {}, lambda key: None) is None
+
+def test_kept_index_holds_definition_names_with_whitespace_and_backslashes() -> None:
+    # TypeScript allows whitespace inside a dotted namespace name and any string as a module name; qualified
+    # names keep them as written, so a tab or newline in one must not be taken for the kept summary's separators.
+    text = ("namespace A.\n  B {\n  export function f() {}\n}\n"
+            'declare module "x\ty" {\n  export function g(): void;\n}\n'
+            r'declare module "C:\tmp\new\\" {' "\n  export function h(): void;\n}\n")
+    entries = index_cache.entries_of([SourceFile("a.ts", "typescript", text, "blob")])
+    qualified = {q for q, _ in entries["a.ts"].definitions}
+    assert {"A.\n  B.f", "x\ty.g", r"C:\tmp\new\\.h"} <= qualified
+    summary = index_cache.IndexSummary.of({"a.ts": ("key", entries["a.ts"])})
+    kept = index_cache.IndexSummary.from_json(marshal.loads(marshal.dumps(summary.to_json())))  # as SummaryStore
+    assert dict(kept.index(lambda path: frozenset()).definitions) == dict(RepoIndex.from_entries(entries).definitions)

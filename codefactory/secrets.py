@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate
-from typing import Any, AnyStr
+from typing import Any, AnyStr, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,41 @@ _EXTEND = {kind: _TOKEN_TAIL for kind in (
     "aws-access-key", "github-token", "gitlab-token", "slack-token", "stripe-key", "openai-key",
     "sendgrid-key", "pypi-token", "square-oauth-secret", "discord-token", "telegram-token",
     "twilio-key", "mailchimp-key")} | {"jwt": re.compile(r"[A-Za-z0-9_\-.+/=]*")}
+
+# Per provider kind: literals of which every match of each of its detect-secrets regexes contains
+# one, read off the patterns (tests/test_secrets.py derives them again from the parsed patterns).
+# A line with none of them skips the kind's regexes: run on every candidate line, they were about
+# half of _scan_line's time, and most candidate lines open no gate. The kinds whose regexes ignore case have
+# lower-case literals, looked for in the lower-cased line, and only in an ASCII line: under
+# Unicode case folding `s` also matches `ſ` and `k` matches `K`, which lower() leaves alone.
+_PROVIDER_GATES: dict[str, tuple[str, ...]] = {
+    "artifactory-token": ("AKC", "AP"),
+    "aws-access-key": ("A3T", "ABIA", "ACCA", "AKIA", "ASIA"),
+    "aws-secret-key": ("aws",),  # ignores case
+    "azure-storage-key": ("AccountKey=",),
+    "connection-string": ("://",),
+    "cloudant-key": ("cl",),  # ignores case: cloudant|cl|clou, or a cloudant.com URL
+    "discord-token": (".",),
+    "github-token": ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),
+    "gitlab-token": ("gl", "GR1348941"),
+    "ibm-cloud-key": ("key", "pwd", "pass", "token"),  # ignores case
+    "ibm-cos-hmac": ("secret",),  # ignores case
+    "jwt": ("eyJ",),
+    "mailchimp-key": ("-us",),
+    "npm-token": ("/:_authToken=",),
+    "openai-key": ("T3BlbkFJ",),
+    "pypi-token": ("pypi-AgE",),
+    "sendgrid-key": ("SG.",),
+    "slack-token": ("xox", "hooks.slack.com"),  # ignores case
+    "softlayer-key": ("sl", "softlayer"),  # ignores case
+    "square-oauth-secret": ("sq0csp-",),
+    "stripe-key": ("k_live_",),
+    "telegram-token": (":",),
+    "twilio-key": ("AC", "SK"),
+}
+# Every match of detect-secrets' keyword regexes has a quote and one of these (ignoring case).
+_KEYWORD_GATE = ("key", "pass", "pwd", "secret", "contrase")
+_QUOTES = ("'", '"', "`")
 
 _KEYWORDS = (  # detect-secrets' keyword denylist
     r"api_?key|auth_?key|service_?key|account_?key|db_?key|database_?key|priv_?key|private_?key|"
@@ -205,9 +240,22 @@ _ID_NAME = re.compile(r"(?i)(^(id|myid|userid)|_id)s?[^a-z0-9]")  # detect-secre
 _ORDER = {c: i for i, c in enumerate("0123456789abcdefghijklmnopqrstuvwxyz")}
 
 
+class _Provider(NamedTuple):
+    kind: str
+    gate: tuple[str, ...]  # _PROVIDER_GATES[kind]
+    ignores_case: bool  # the gate is looked for in the lower-cased line
+    regexes: list[tuple[re.Pattern[str], bool]]  # with whether the secret is the whole match
+
+
+class _Rules(NamedTuple):
+    providers: list[_Provider]
+    entropy_plugins: list[Any]
+    filters: list[Callable[[str], bool]]
+    keyword_regexes: dict[re.Pattern[str], int]  # regex -> the group holding the value
+
+
 @lru_cache(maxsize=1)
-def _rules() -> tuple[list[tuple[str, re.Pattern[str], bool]], list[Any],
-                      list[Callable[[str], bool]], dict[re.Pattern[str], int]]:
+def _rules() -> _Rules:
     """detect-secrets' default plugins, loaded on first use (it imports `requests`)."""
     # The plugins are used directly rather than through scan_line(): its global settings
     # singleton is not safe to share between generation threads, and it yields values, not spans.
@@ -219,21 +267,23 @@ def _rules() -> tuple[list[tuple[str, re.Pattern[str], bool]], list[Any],
         HexHighEntropyString,
     )
 
-    regexes: list[tuple[str, re.Pattern[str], bool]] = []
+    by_kind: dict[str, list[tuple[re.Pattern[str], bool]]] = {}
     plugins: dict[str, Any] = get_mapping_from_secret_type_to_class()
     for secret_type, plugin_class in plugins.items():
         for regex in plugin_class().denylist if secret_type in _PLUGIN_KINDS else ():
             kind = _PLUGIN_KINDS[secret_type]
             if kind == "aws-access-key" and regex.groups:  # its `aws ... key = "<40 chars>"`
                 kind = "aws-secret-key"
-            regexes.append((kind, regex, secret_type in _WHOLE_MATCH))
+            by_kind.setdefault(kind, []).append((regex, secret_type in _WHOLE_MATCH))
+    providers = [_Provider(kind, _PROVIDER_GATES[kind], any(r.flags & re.IGNORECASE for r, _ in regexes), regexes)
+                 for kind, regexes in by_kind.items()]
     filters: list[Callable[[str], bool]] = [
         heuristic.is_sequential_string, heuristic.is_potential_uuid,
         heuristic.is_templated_secret, heuristic.is_prefixed_with_dollar_sign,
         heuristic.is_not_alphanumeric_string,
     ]
-    return (regexes, [Base64HighEntropyString(), HexHighEntropyString()], filters,
-            keyword.QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP)
+    return _Rules(providers, [Base64HighEntropyString(), HexHighEntropyString()], filters,
+                  keyword.QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP)
 
 
 def _scan(text: str) -> list[_Hit]:
@@ -244,9 +294,10 @@ def _scan(text: str) -> list[_Hit]:
     lines = text.split("\n")
     # line i starts after the i newlines and the text of the lines before it
     lengths = list(accumulate(map(len, lines), initial=0))
+    rules = _rules()
     for index in sorted(keyword_lines | other_lines):
         offset = lengths[index] + index
-        for start, end, kind in _scan_line(lines[index], index in keyword_lines):
+        for start, end, kind in _scan_line(lines[index], index in keyword_lines, rules):
             hits.append(_Hit(offset + start, offset + end, kind))
     return _merge(hits)
 
@@ -336,8 +387,10 @@ def _private_key_spans(text: str) -> Iterator[tuple[int, int]]:
         yield m.start(), m.end()
 
 
-def _scan_line(line: str, has_keyword: bool) -> Iterator[tuple[int, int, str]]:
-    regexes, entropy_plugins, filters, keyword_regexes = _rules()
+def _scan_line(line: str, has_keyword: bool, rules: _Rules | None = None) -> Iterator[tuple[int, int, str]]:
+    providers, entropy_plugins, filters, keyword_regexes = rules or _rules()
+    # For the gates of the rules that ignore case; None lets them all through (see _PROVIDER_GATES).
+    lowered = line.lower() if line.isascii() else None
 
     def accept(start: int, end: int, kind: str) -> bool:
         value = line[start:end]
@@ -346,12 +399,15 @@ def _scan_line(line: str, has_keyword: bool) -> Iterator[tuple[int, int, str]]:
         return kind != "connection-string" or value.lower() not in _PLACEHOLDERS
 
     found: list[tuple[int, int, str]] = []
-    for kind, regex, whole in regexes:
-        for m in regex.finditer(line):
-            start, end = _plugin_span(m, whole)
-            if kind in _EXTEND:
-                end = _EXTEND[kind].match(line, end).end()  # type: ignore[union-attr]
-            found.append((start, end, kind))
+    for kind, gate, ignores_case, regexes in providers:
+        if not _gate_open(gate, lowered if ignores_case else line):
+            continue
+        for regex, whole in regexes:
+            for m in regex.finditer(line):
+                start, end = _plugin_span(m, whole)
+                if kind in _EXTEND:
+                    end = _EXTEND[kind].match(line, end).end()  # type: ignore[union-attr]
+                found.append((start, end, kind))
     for kind, literal, regex in _EXTRA_TOKENS:
         if literal not in line:
             continue
@@ -363,11 +419,12 @@ def _scan_line(line: str, has_keyword: bool) -> Iterator[tuple[int, int, str]]:
         found += [(m.start(1), m.end(1), "token") for m in _BEARER.finditer(line)
                   if _random_looking(m.group(1))]
     if has_keyword:
-        for regex, group in keyword_regexes.items():
-            for m in regex.finditer(line):
-                key = _key_name(line, m)
-                if _named_credential(key, m.group(group), line[:m.start(group)]):
-                    found.append((m.start(group), m.end(group), _keyword_kind(key)))
+        if _gate_open(_QUOTES, line) and _gate_open(_KEYWORD_GATE, lowered):
+            for regex, group in keyword_regexes.items():
+                for m in regex.finditer(line):
+                    key = _key_name(line, m)
+                    if _named_credential(key, m.group(group), line[:m.start(group)]):
+                        found.append((m.start(group), m.end(group), _keyword_kind(key)))
         for regex in (_CONFIG_ASSIGN, _QUOTED_ASSIGN):
             found += [(m.start("v"), m.end("v"), _keyword_kind(m.group("key")))
                       for m in regex.finditer(line) if _assigned_literal(m)
@@ -376,12 +433,26 @@ def _scan_line(line: str, has_keyword: bool) -> Iterator[tuple[int, int, str]]:
     for plugin in entropy_plugins:
         if not quoted and _QUOTED_ONLY.match(plugin.regex.pattern):
             continue  # its pattern starts with a quote: nothing on this line to look at
+        # A value of n distinct characters has an entropy of at most log2(n): one with fewer than
+        # `distinct` cannot pass the limit, and is let go before its entropy is computed (slow).
+        distinct = 2 ** (plugin.entropy_limit - 1e-6)
         for m in plugin.regex.finditer(line):
             value = m.group(2)
-            if (plugin.calculate_shannon_entropy(value) > plugin.entropy_limit
+            if (len(set(value)) >= distinct
+                    and plugin.calculate_shannon_entropy(value) > plugin.entropy_limit
                     and _random_looking(value) and not _ID_NAME.search(line[:m.start(2)])):
                 found.append((m.start(2), m.end(2), "high-entropy-string"))
     yield from (hit for hit in found if accept(*hit))
+
+
+def _gate_open(gate: tuple[str, ...], line: str | None) -> bool:
+    """Whether `line` has one of the literals (a rule's gate); None, when it is not known, has."""
+    if line is None:
+        return True
+    for literal in gate:
+        if literal in line:
+            return True
+    return False
 
 
 def _plugin_span(m: re.Match[str], whole: bool) -> tuple[int, int]:

@@ -6,17 +6,23 @@ import getpass
 import hashlib
 import hmac
 import inspect
+import itertools
 import json.decoder
 import netrc
 import re
 import secrets
 import smtplib
+from typing import Any
 
 import pytest
 
 from codefactory import secrets as redaction
 from codefactory.secrets import Redaction, find_secrets, redact
 from tests.fixtures_secrets import PLANTED, SECRETS, answer_mentioning, planted_files
+
+# The regex parser, to read the literals every match of a pattern contains (re._parser is
+# Python 3.11's name for the sre_parse module).
+sre: Any = getattr(re, "_parser", None) or __import__("sre_parse")
 
 
 def _fragments(secret: str) -> list[str]:
@@ -220,8 +226,92 @@ def test_each_rule_gate_is_a_literal_of_its_rule() -> None:
     """_scan_line skips a rule when its gate is missing from the line: the gate must be in every match."""
     for kind, literal, regex in redaction._EXTRA_TOKENS:
         assert literal in regex.pattern.replace("[sr]k_", "k_"), kind
-    entropy = redaction._rules()[1]
+    entropy = redaction._rules().entropy_plugins
     assert entropy and all(redaction._QUOTED_ONLY.match(p.regex.pattern) for p in entropy)
     value = SECRETS["high-entropy-string"]
     assert find_secrets(f"x = '{value}'") == [("high-entropy-string", value)]
     assert find_secrets(f"x = {value}") == []  # unquoted: the entropy rules never matched it
+
+
+def _literal_strings(items: Any, limit: int = 5000) -> set[str] | None:
+    """Every string the parsed regex `items` can match, when they are few and fixed (`(?:cl|clou)_?`),
+    else None. Zero-width items (anchors, lookarounds) match the empty string."""
+    strings = {""}
+    for op, av in items:
+        options: set[str] | None
+        if op is sre.LITERAL:
+            options = {chr(av)}
+        elif op is sre.IN and all(o in (sre.LITERAL, sre.RANGE) for o, _ in av):
+            options = {chr(x) for o, a in av for x in ((a,) if o is sre.LITERAL else range(a[0], a[1] + 1))}
+        elif op in (sre.AT, sre.ASSERT, sre.ASSERT_NOT):
+            options = {""}
+        elif op is sre.SUBPATTERN:
+            options = _literal_strings(av[-1], limit)
+        elif op is sre.BRANCH:
+            branches = [_literal_strings(branch, limit) for branch in av[1]]
+            options = None if None in branches else {s for b in branches if b is not None for s in b}
+        elif op is sre.MAX_REPEAT and av[0] == av[1] <= 3:
+            inner = _literal_strings(av[2], limit)
+            options = None if inner is None else {"".join(p) for p in itertools.product(inner, repeat=av[0])}
+        else:
+            return None
+        if options is None or len(strings) * len(options) > limit:
+            return None
+        strings = {s + o for s in strings for o in options}
+    return strings
+
+
+def _always_contains(items: Any, gate: tuple[str, ...], fold: bool) -> bool:
+    """Whether every match of the parsed regex `items` contains one of the `gate` literals (in its
+    lower-cased text if `fold`): some run of consecutive items matches only fixed strings that all
+    hold one, or some single item always does. Sound, not complete: False proves nothing."""
+    def holds(strings: set[str] | None) -> bool:
+        return strings is not None and all(any(g in (s.lower() if fold else s) for g in gate) for s in strings)
+
+    if any(holds(_literal_strings(items[i:j])) for i in range(len(items)) for j in range(i + 1, len(items) + 1)):
+        return True
+    for op, av in items:
+        if op is sre.SUBPATTERN and _always_contains(av[-1], gate, fold):
+            return True
+        if op is sre.BRANCH and all(_always_contains(branch, gate, fold) for branch in av[1]):
+            return True
+        if op in (sre.MAX_REPEAT, sre.MIN_REPEAT) and av[0] >= 1 and _always_contains(av[2], gate, fold):
+            return True
+    return False
+
+
+def test_provider_gates_are_in_every_match() -> None:
+    """_scan_line skips a provider's regexes when none of its gate literals is on the line: each
+    literal set is derived again here from the parsed patterns, so a new detect-secrets pattern
+    that does not contain its kind's literals fails this test instead of going unmatched."""
+    providers = redaction._rules().providers
+    assert {p.kind for p in providers} == set(redaction._PROVIDER_GATES)
+    for provider in providers:
+        for regex, _ in provider.regexes:
+            ignores_case = bool(regex.flags & re.IGNORECASE)
+            assert ignores_case == provider.ignores_case, regex.pattern
+            assert not ignores_case or all(g == g.lower() for g in provider.gate)
+            parsed = list(sre.parse(regex.pattern, regex.flags))
+            assert _always_contains(parsed, provider.gate, ignores_case), (provider.kind, regex.pattern)
+    for regex in redaction._rules().keyword_regexes:
+        parsed = list(sre.parse(regex.pattern, regex.flags))
+        assert _always_contains(parsed, redaction._QUOTES, False), regex.pattern
+        assert _always_contains(parsed, redaction._KEYWORD_GATE, True), regex.pattern
+
+
+def test_the_gate_check_rejects_a_wrong_gate() -> None:
+    """The check above is not vacuous: a literal that some match lacks fails it."""
+    for pattern, gate in [(r"(?:cloudant|cl|clou)_?key", ("clou",)), (r"gh[po]_\w+", ("ghs_",)),
+                          (r"a.b", ("ab",)), (r"(?:x|)key", ("xkey",))]:
+        assert not _always_contains(list(sre.parse(pattern)), gate, False), pattern
+
+
+def test_entropy_shortcut_never_drops_a_value_over_the_limit() -> None:
+    """_scan_line computes the entropy only of values with enough distinct characters to pass."""
+    rng = __import__("random").Random(0)
+    for plugin in redaction._rules().entropy_plugins:
+        for _ in range(3000):
+            alphabet = rng.sample(plugin.charset, rng.randint(1, min(30, len(plugin.charset))))
+            value = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 80)))
+            if plugin.calculate_shannon_entropy(value) > plugin.entropy_limit:
+                assert len(set(value)) >= 2 ** (plugin.entropy_limit - 1e-6), value

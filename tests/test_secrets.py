@@ -206,6 +206,8 @@ _PREFILTER_EDGES = [
     "://\nhttps://user:pw@host\nfoo\r\nkey='abc'\r\n",
     "sk-" + "a" * 40 + "\n" + "=" * 40 + "\n" + "ghp_" + "aB3dE5gH7jK9mN1pQ3sT5vX7",
     "\ud800 token = 'aB3dE5gH7jK9mN1pQ3sT5vX7'",  # a lone surrogate
+    "token: x\nkey\n\n= 1\nsecsecret = 1\nken = 1\ncontrase\u00f1a: 1\nto\nken = 1",  # grouped words, split lines
+    "==\n 'pass'\n!= key\nx === `db_secret`\n=pass",  # comparisons across lines, at the start
 ]
 
 

@@ -180,13 +180,15 @@ _QUOTED_HEX = re.compile(b"qh+q")  # ["'`][0-9a-fA-F]{9,}["'`]
 _RUN_CHARS = string.ascii_letters + string.digits + "+/=_-"
 _RUN_TABLE = bytes(ord("a") if chr(i) in _RUN_CHARS else ord(" ") for i in range(256))
 _RUN_START = b"a" * 20  # [A-Za-z0-9+/=_-]{20,}
-_DIGIT = re.compile(r"[0-9]")
-_CLASS_CHANGE = re.compile(r"(?=[a-z][A-Z0-9]|[A-Z][a-z0-9]|[0-9][A-Za-z])")
-_SEPARATOR_RUN = re.compile(r"([=\-_/+])\1{3}")
+# A run's characters by class: lower case, upper case, digit, separator (the rest of _RUN_CHARS).
+_CLASSES = bytes(ord("l") if chr(i) in string.ascii_lowercase else ord("u") if chr(i) in string.ascii_uppercase
+                 else ord("d") if chr(i) in string.digits else ord("s") for i in range(256))
+_LOWER_OR_SEPARATOR = (string.ascii_lowercase + "+/=_-").encode()
+_SEPARATOR_RUN = re.compile(rb"([=\-_/+])\1{3}")
 # Providers' fixed prefixes, so that a token with few digits is still scanned.
 _TOKEN_PREFIX = re.compile(
-    r"A(?:KIA|SIA|BIA|CCA|3T|KC|Iza)|gh[pousr]_|github_pat_|gl[a-z]+-|GR1348941|xox|[sr]k_|sk-"
-    r"|eyJ|SG\.|hf_|npm_|pypi-|sq0csp-|AccountKey"
+    rb"A(?:KIA|SIA|BIA|CCA|3T|KC|Iza)|gh[pousr]_|github_pat_|gl[a-z]+-|GR1348941|xox|[sr]k_|sk-"
+    rb"|eyJ|SG\.|hf_|npm_|pypi-|sq0csp-|AccountKey"
 )
 
 _PEM_BEGIN = re.compile(r"-{4,5} ?BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY( BLOCK)? ?-{4,5}")
@@ -318,18 +320,15 @@ def _candidate_lines(text: str) -> tuple[set[int], set[int]]:
     data = text.encode("utf-8", "surrogatepass")
     hexes = data.translate(_HEX_TABLE)
     other = [*_occurrences(data, _URL), *(p for p in _occurrences(hexes, _HEX_START) if _QUOTED_HEX.match(hexes, p))]
-    other_lines = _line_numbers(data, other)
     runs = data.translate(_RUN_TABLE)
-    line = pos = 0
     start = runs.find(_RUN_START)
     while start >= 0:
         end = runs.find(b" ", start)
         end = len(runs) if end < 0 else end
-        line += data.count(b"\n", pos, start)
-        pos = start
-        if line not in other_lines and _token_like_run(data[start:end].decode("ascii")):
-            other_lines.add(line)
+        if _token_like_run(data[start:end]):
+            other.append(start)
         start = runs.find(_RUN_START, end)
+    other_lines = _line_numbers(data, other)
     return keyword_lines, other_lines
 
 
@@ -353,18 +352,23 @@ def _line_numbers(text: AnyStr, positions: list[int]) -> set[int]:
     return found
 
 
-def _token_like_run(run: str) -> bool:
+def _token_like_run(run: bytes) -> bool:
     """A run of 20 or more token characters worth scanning: with a provider's prefix, or
     random-looking (not a long identifier, a number or a `=====` rule)."""
     if _TOKEN_PREFIX.search(run):
         return True
+    # Random base62 changes character class (digit, lower, upper) at ~60% of its characters;
+    # identifiers (`test_bpo36504_overflow`, `ModuleBrowserTreeItem`) at ~30% or less. Each
+    # change has an upper-case letter or a digit on one side, so a run with few of them (a third
+    # of the runs in code) is let go before the changes are counted.
+    if 2 * len(run.translate(None, _LOWER_OR_SEPARATOR)) < len(run) * 0.2:
+        return False
     if _SEPARATOR_RUN.search(run):
         return False
-    # Random base62 changes character class (digit, lower, upper) at ~60% of its characters;
-    # identifiers (`test_bpo36504_overflow`, `ModuleBrowserTreeItem`) at ~30% or less.
-    changes = len(_CLASS_CHANGE.findall(run))
-    has_digit = _DIGIT.search(run) is not None
-    return changes >= len(run) * (0.2 if has_digit else 0.45)
+    classes = run.translate(_CLASSES)
+    changes = (classes.count(b"lu") + classes.count(b"ld") + classes.count(b"ul") + classes.count(b"ud")
+               + classes.count(b"dl") + classes.count(b"du"))  # no pair overlaps itself: count() sees all
+    return changes >= len(run) * (0.2 if b"d" in classes else 0.45)
 
 
 def _private_key_spans(text: str) -> Iterator[tuple[int, int]]:

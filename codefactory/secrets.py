@@ -142,6 +142,10 @@ _PROVIDER_GATES: dict[str, tuple[str, ...]] = {
     "telegram-token": (":",),
     "twilio-key": ("AC", "SK"),
 }
+# Kinds whose gates open on many candidate lines, tested one by one. The gates of the others are
+# joined into one regex (one per case), searched first: most lines hold none of their literals and
+# skip them all in that one search, instead of a test per kind.
+_OFTEN_OPEN = {"connection-string", "discord-token", "telegram-token"}
 # Every match of detect-secrets' keyword regexes has a quote and one of these (ignoring case).
 _KEYWORD_GATE = ("key", "pass", "pwd", "secret", "contrase")
 _QUOTES = ("'", '"', "`")
@@ -257,8 +261,14 @@ class _Provider(NamedTuple):
     regexes: list[tuple[re.Pattern[str], bool]]  # with whether the secret is the whole match
 
 
-class _Rules(NamedTuple):
+class _ProviderGroup(NamedTuple):
+    any_literal: re.Pattern[str]  # the literals of all their gates
+    ignores_case: bool
     providers: list[_Provider]
+
+
+class _Rules(NamedTuple):
+    provider_groups: list[_ProviderGroup]
     entropy_plugins: list[Any]
     filters: list[Callable[[str], bool]]
     keyword_regexes: dict[re.Pattern[str], int]  # regex -> the group holding the value
@@ -285,14 +295,20 @@ def _rules() -> _Rules:
             if kind == "aws-access-key" and regex.groups:  # its `aws ... key = "<40 chars>"`
                 kind = "aws-secret-key"
             by_kind.setdefault(kind, []).append((regex, secret_type in _WHOLE_MATCH))
-    providers = [_Provider(kind, _PROVIDER_GATES[kind], any(r.flags & re.IGNORECASE for r, _ in regexes), regexes)
-                 for kind, regexes in by_kind.items()]
+    groups: dict[tuple[bool, bool], list[_Provider]] = {}
+    for kind, regexes in by_kind.items():
+        ignores_case = any(regex.flags & re.IGNORECASE for regex, _ in regexes)
+        groups.setdefault((kind in _OFTEN_OPEN, ignores_case), []).append(
+            _Provider(kind, _PROVIDER_GATES[kind], ignores_case, regexes))
+    provider_groups = [
+        _ProviderGroup(re.compile("|".join(re.escape(g) for p in group for g in p.gate)), ignores_case, group)
+        for (_, ignores_case), group in groups.items()]
     filters: list[Callable[[str], bool]] = [
         heuristic.is_sequential_string, heuristic.is_potential_uuid,
         heuristic.is_templated_secret, heuristic.is_prefixed_with_dollar_sign,
         heuristic.is_not_alphanumeric_string,
     ]
-    return _Rules(providers, [Base64HighEntropyString(), HexHighEntropyString()], filters,
+    return _Rules(provider_groups, [Base64HighEntropyString(), HexHighEntropyString()], filters,
                   keyword.QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP)
 
 
@@ -398,7 +414,7 @@ def _private_key_spans(text: str) -> Iterator[tuple[int, int]]:
 
 
 def _scan_line(line: str, has_keyword: bool, rules: _Rules | None = None) -> Iterator[tuple[int, int, str]]:
-    providers, entropy_plugins, filters, keyword_regexes = rules or _rules()
+    provider_groups, entropy_plugins, filters, keyword_regexes = rules or _rules()
     # For the gates of the rules that ignore case; None lets them all through (see _PROVIDER_GATES).
     lowered = line.lower() if line.isascii() else None
 
@@ -409,33 +425,40 @@ def _scan_line(line: str, has_keyword: bool, rules: _Rules | None = None) -> Ite
         return kind != "connection-string" or value.lower() not in _PLACEHOLDERS
 
     found: list[tuple[int, int, str]] = []
-    for kind, gate, ignores_case, regexes in providers:
-        if not _gate_open(gate, lowered if ignores_case else line):
+    for any_literal, ignores_case, members in provider_groups:
+        haystack = lowered if ignores_case else line
+        if haystack is not None and not any_literal.search(haystack):
             continue
-        for regex, whole in regexes:
-            for m in regex.finditer(line):
-                start, end = _plugin_span(m, whole)
-                if kind in _EXTEND:
-                    end = _EXTEND[kind].match(line, end).end()  # type: ignore[union-attr]
-                found.append((start, end, kind))
+        for kind, gate, _, regexes in members:
+            if not _gate_open(gate, haystack):
+                continue
+            for regex, whole in regexes:
+                for m in regex.finditer(line):
+                    start, end = _plugin_span(m, whole)
+                    if kind in _EXTEND:
+                        end = _EXTEND[kind].match(line, end).end()  # type: ignore[union-attr]
+                    found.append((start, end, kind))
     for kind, literal, regex in _EXTRA_TOKENS:
         if literal not in line:
             continue
         found += [(m.start(), m.end(), kind) for m in regex.finditer(line)]
-    if "://" in line or has_keyword:
-        for regex in (_URL_PASSWORD, _DSN_PASSWORD):
-            found += [(m.start(1), m.end(1), "connection-string") for m in regex.finditer(line)]
-    if "bearer" in line.lower():
+    # Each regex only where what it needs is on the line: `://` and `@`, or the `;` after a password.
+    if "://" in line and "@" in line:
+        found += [(m.start(1), m.end(1), "connection-string") for m in _URL_PASSWORD.finditer(line)]
+    if ("://" in line or has_keyword) and ";" in line:
+        found += [(m.start(1), m.end(1), "connection-string") for m in _DSN_PASSWORD.finditer(line)]
+    if "bearer" in (line.lower() if lowered is None else lowered):
         found += [(m.start(1), m.end(1), "token") for m in _BEARER.finditer(line)
                   if _random_looking(m.group(1))]
     if has_keyword:
-        if _gate_open(_QUOTES, line) and _gate_open(_KEYWORD_GATE, lowered):
+        has_quote = _gate_open(_QUOTES, line)  # which all but _CONFIG_ASSIGN need
+        if has_quote and _gate_open(_KEYWORD_GATE, lowered):
             for regex, group in keyword_regexes.items():
                 for m in regex.finditer(line):
                     key = _key_name(line, m)
                     if _named_credential(key, m.group(group), line[:m.start(group)]):
                         found.append((m.start(group), m.end(group), _keyword_kind(key)))
-        for regex in (_CONFIG_ASSIGN, _QUOTED_ASSIGN):
+        for regex in (_CONFIG_ASSIGN, _QUOTED_ASSIGN) if has_quote else (_CONFIG_ASSIGN,):
             found += [(m.start("v"), m.end("v"), _keyword_kind(m.group("key")))
                       for m in regex.finditer(line) if _assigned_literal(m)
                       and _named_credential(m.group("key"), m.group("v"), line[:m.start("v")])]

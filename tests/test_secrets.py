@@ -286,8 +286,12 @@ def test_provider_gates_are_in_every_match() -> None:
     """_scan_line skips a provider's regexes when none of its gate literals is on the line: each
     literal set is derived again here from the parsed patterns, so a new detect-secrets pattern
     that does not contain its kind's literals fails this test instead of going unmatched."""
-    providers = redaction._rules().providers
-    assert {p.kind for p in providers} == set(redaction._PROVIDER_GATES)
+    groups = redaction._rules().provider_groups
+    providers = [provider for group in groups for provider in group.providers]
+    assert sorted(p.kind for p in providers) == sorted(redaction._PROVIDER_GATES)
+    for group in groups:  # the group's regex finds each of its gates' literals, in the same case
+        assert all(p.ignores_case == group.ignores_case for p in group.providers)
+        assert all(group.any_literal.fullmatch(g) for p in group.providers for g in p.gate)
     for provider in providers:
         for regex, _ in provider.regexes:
             ignores_case = bool(regex.flags & re.IGNORECASE)

@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import accumulate
 from typing import Any, AnyStr, NamedTuple
 
 
@@ -315,23 +314,26 @@ def _rules() -> _Rules:
 def _scan(text: str) -> list[_Hit]:
     hits = [_Hit(start, end, "private-key") for start, end in _private_key_spans(text)]
     keyword_lines, other_lines = _candidate_lines(text)
-    if not keyword_lines and not other_lines:
-        return _merge(hits)
-    lines = text.split("\n")
-    # line i starts after the i newlines and the text of the lines before it
-    lengths = list(accumulate(map(len, lines), initial=0))
     rules = _rules()
-    for index in sorted(keyword_lines | other_lines):
-        offset = lengths[index] + index
-        for start, end, kind in _scan_line(lines[index], index in keyword_lines, rules):
-            hits.append(_Hit(offset + start, offset + end, kind))
+    for start in sorted(keyword_lines | other_lines):
+        end = text.find("\n", start)
+        line = text[start:] if end < 0 else text[start:end]
+        for line_start, line_end, kind in _scan_line(line, start in keyword_lines, rules):
+            hits.append(_Hit(start + line_start, start + line_end, kind))
     return _merge(hits)
 
 
 def _candidate_lines(text: str) -> tuple[set[int], set[int]]:
-    """(lines with a secret-sounding word assigned or compared, lines with anything else a rule needs)."""
-    lowered = text.lower()  # keeps the newlines, so line numbers still match
-    keyword_lines = _line_numbers(lowered, [m.start() for regex in _HINTS for m in regex.finditer(lowered)])
+    """The offsets where the lines start that hold a secret-sounding word assigned or compared,
+    and those of the lines that hold anything else a rule needs.
+
+    Offsets, not line numbers: the text is not split into lines (splitting cost more than the
+    search), only the lines found are cut out of it.
+    """
+    lowered = text.lower()
+    keyword = [m.start() for regex in _HINTS for m in regex.finditer(lowered)]
+    if len(lowered) != len(text):  # lower() made two characters of one (İ): go by the line numbers
+        keyword = _starts_of_lines(text, _line_numbers(lowered, keyword))
 
     data = text.encode("utf-8", "surrogatepass")
     hexes = data.translate(_HEX_TABLE)
@@ -344,8 +346,9 @@ def _candidate_lines(text: str) -> tuple[set[int], set[int]]:
         if _token_like_run(data[start:end]):
             other.append(start)
         start = runs.find(_RUN_START, end)
-    other_lines = _line_numbers(data, other)
-    return keyword_lines, other_lines
+    if len(data) != len(text):
+        other = _char_offsets(data, other)
+    return _line_starts(text, keyword), _line_starts(text, other)
 
 
 def _occurrences(text: AnyStr, literal: AnyStr) -> Iterator[int]:
@@ -356,16 +359,52 @@ def _occurrences(text: AnyStr, literal: AnyStr) -> Iterator[int]:
         p = text.find(literal, p + 1)
 
 
-def _line_numbers(text: AnyStr, positions: list[int]) -> set[int]:
+def _line_starts(text: str, positions: list[int]) -> set[int]:
+    """Where the line of each position starts. Each line is read once, however many positions it
+    holds (a minified file is one long line)."""
+    starts: set[int] = set()
+    line_end = -1
+    for p in sorted(positions):
+        if p > line_end:
+            starts.add(text.rfind("\n", 0, p) + 1)
+            line_end = text.find("\n", p)
+            if line_end < 0:
+                line_end = len(text)
+    return starts
+
+
+def _char_offsets(data: bytes, positions: list[int]) -> list[int]:
+    """The offsets in the text of positions in its UTF-8 bytes, each at an ASCII character."""
+    offsets: list[int] = []
+    chars = done = 0
+    for p in sorted(positions):
+        chars += len(data[done:p].decode("utf-8", "surrogatepass"))
+        done = p
+        offsets.append(chars)
+    return offsets
+
+
+def _line_numbers(text: str, positions: list[int]) -> set[int]:
     """The line of each position (0-based)."""
-    newline = "\n" if isinstance(text, str) else b"\n"
     found: set[int] = set()
     line = pos = 0
     for p in sorted(positions):
-        line += text.count(newline, pos, p)  # type: ignore[arg-type]
+        line += text.count("\n", pos, p)
         pos = p
         found.add(line)
     return found
+
+
+def _starts_of_lines(text: str, numbers: set[int]) -> list[int]:
+    """Where each of these lines (0-based) starts."""
+    starts: list[int] = []
+    line = pos = 0
+    for number in sorted(numbers):
+        while line < number:
+            pos = text.index("\n", pos) + 1
+            line += 1
+        starts.append(pos)
+    return starts
 
 
 def _token_like_run(run: bytes) -> bool:

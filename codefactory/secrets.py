@@ -248,7 +248,6 @@ _FILE_PATH = re.compile(r"[~.]?/.*|.*\.(?:pem|key|crt|cer|p12|pfx|json|ya?ml|txt
 _PLACEHOLDERS = {"password", "passwd", "pass", "pwd", "secret", "token", "changeme", "none",
                  "null", "nil", "true", "false", "yes", "no", "undefined", "required", "optional",
                  "xxx", "str", "string", "example", "redacted"}
-_QUOTED_ONLY = re.compile(r"\(\[\\'\"\]\)")  # an entropy rule's pattern that starts with a quote: ([\'"])
 _ID_NAME = re.compile(r"(?i)(^(id|myid|userid)|_id)s?[^a-z0-9]")  # detect-secrets' is_likely_id
 _ORDER = {c: i for i, c in enumerate("0123456789abcdefghijklmnopqrstuvwxyz")}
 
@@ -452,16 +451,11 @@ def _private_key_spans(text: str) -> Iterator[tuple[int, int]]:
         yield m.start(), m.end()
 
 
-def _scan_line(line: str, has_keyword: bool, rules: _Rules | None = None) -> Iterator[tuple[int, int, str]]:
+def _scan_line(line: str, has_keyword: bool, rules: _Rules | None = None) -> list[tuple[int, int, str]]:
+    """(start, end, kind) of each secret on the line."""
     provider_groups, entropy_plugins, filters, keyword_regexes = rules or _rules()
     # For the gates of the rules that ignore case; None lets them all through (see _PROVIDER_GATES).
     lowered = line.lower() if line.isascii() else None
-
-    def accept(start: int, end: int, kind: str) -> bool:
-        value = line[start:end]
-        if end <= start or "REDACTED" in value or any(f(value) for f in filters):
-            return False
-        return kind != "connection-string" or value.lower() not in _PLACEHOLDERS
 
     found: list[tuple[int, int, str]] = []
     for any_literal, ignores_case, members in provider_groups:
@@ -501,10 +495,9 @@ def _scan_line(line: str, has_keyword: bool, rules: _Rules | None = None) -> Ite
             found += [(m.start("v"), m.end("v"), _keyword_kind(m.group("key")))
                       for m in regex.finditer(line) if _assigned_literal(m)
                       and _named_credential(m.group("key"), m.group("v"), line[:m.start("v")])]
-    quoted = "'" in line or '"' in line
-    for plugin in entropy_plugins:
-        if not quoted and _QUOTED_ONLY.match(plugin.regex.pattern):
-            continue  # its pattern starts with a quote: nothing on this line to look at
+    # The entropy rules' patterns start with a quote (tests/test_secrets.py checks): without one
+    # there is nothing on this line for them.
+    for plugin in entropy_plugins if "'" in line or '"' in line else ():
         # A value of n distinct characters has an entropy of at most log2(n): one with fewer than
         # `distinct` cannot pass the limit, and is let go before its entropy is computed (slow).
         distinct = 2 ** (plugin.entropy_limit - 1e-6)
@@ -514,7 +507,14 @@ def _scan_line(line: str, has_keyword: bool, rules: _Rules | None = None) -> Ite
                     and plugin.calculate_shannon_entropy(value) > plugin.entropy_limit
                     and _random_looking(value) and not _ID_NAME.search(line[:m.start(2)])):
                 found.append((m.start(2), m.end(2), "high-entropy-string"))
-    yield from (hit for hit in found if accept(*hit))
+    return [(start, end, kind) for start, end, kind in found if _accepted(line[start:end], kind, filters)]
+
+
+def _accepted(value: str, kind: str, filters: list[Callable[[str], bool]]) -> bool:
+    """Whether a found value stays a secret after detect-secrets' false-positive filters."""
+    if not value or "REDACTED" in value or any(f(value) for f in filters):
+        return False
+    return kind != "connection-string" or value.lower() not in _PLACEHOLDERS
 
 
 def _gate_open(gate: tuple[str, ...], line: str | None) -> bool:

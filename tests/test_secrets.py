@@ -233,11 +233,18 @@ def test_prefilter_matches_the_regex_reference_on_real_code(module: object) -> N
 
 
 def test_each_rule_gate_is_a_literal_of_its_rule() -> None:
-    """_scan_line skips a rule when its gate is missing from the line: the gate must be in every match."""
+    """_scan_line skips a rule when its gate is missing from the line: the gate must be in every match
+    (checked on the parsed pattern, see _always_contains below)."""
+    def always(regex: re.Pattern[str], gate: tuple[str, ...]) -> bool:
+        return _always_contains(list(sre.parse(regex.pattern, regex.flags)), gate, False)
+
     for kind, literal, regex in redaction._EXTRA_TOKENS:
-        assert literal in regex.pattern.replace("[sr]k_", "k_"), kind
+        assert always(regex, (literal,)), kind
     entropy = redaction._rules().entropy_plugins
-    assert entropy and all(redaction._QUOTED_ONLY.match(p.regex.pattern) for p in entropy)
+    assert entropy and all(always(p.regex, ("'", '"')) for p in entropy)
+    assert always(redaction._URL_PASSWORD, ("://",)) and always(redaction._URL_PASSWORD, ("@",))
+    assert always(redaction._DSN_PASSWORD, (";",))
+    assert always(redaction._QUOTED_ASSIGN, redaction._QUOTES)
     value = SECRETS["high-entropy-string"]
     assert find_secrets(f"x = '{value}'") == [("high-entropy-string", value)]
     assert find_secrets(f"x = {value}") == []  # unquoted: the entropy rules never matched it
@@ -272,9 +279,10 @@ def _literal_strings(items: Any, limit: int = 5000) -> set[str] | None:
 
 
 def _always_contains(items: Any, gate: tuple[str, ...], fold: bool) -> bool:
-    """Whether every match of the parsed regex `items` contains one of the `gate` literals (in its
-    lower-cased text if `fold`): some run of consecutive items matches only fixed strings that all
-    hold one, or some single item always does. Sound, not complete: False proves nothing."""
+    """Whether a line that the parsed regex `items` matches always holds one of the `gate` literals
+    (in its lower-cased text if `fold`): some run of consecutive items matches only fixed strings
+    that all hold one, or some single item (a group, a look-around) always does. Sound, not
+    complete: False proves nothing."""
     def holds(strings: set[str] | None) -> bool:
         return strings is not None and all(any(g in (s.lower() if fold else s) for g in gate) for s in strings)
 
@@ -286,6 +294,8 @@ def _always_contains(items: Any, gate: tuple[str, ...], fold: bool) -> bool:
         if op is sre.BRANCH and all(_always_contains(branch, gate, fold) for branch in av[1]):
             return True
         if op in (sre.MAX_REPEAT, sre.MIN_REPEAT) and av[0] >= 1 and _always_contains(av[2], gate, fold):
+            return True
+        if op is sre.ASSERT and _always_contains(av[1], gate, fold):  # what it looks at is on the line
             return True
     return False
 

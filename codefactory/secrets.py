@@ -113,9 +113,9 @@ _EXTEND = {kind: _TOKEN_TAIL for kind in (
 # Per provider kind: literals of which every match of each of its detect-secrets regexes contains
 # one, read off the patterns (tests/test_secrets.py derives them again from the parsed patterns).
 # A line with none of them skips the kind's regexes: run on every candidate line, they were about
-# half of _scan_line's time, and most candidate lines open no gate. The kinds whose regexes ignore case have
-# lower-case literals, looked for in the lower-cased line, and only in an ASCII line: under
-# Unicode case folding `s` also matches `ſ` and `k` matches `K`, which lower() leaves alone.
+# half of _scan_line's time, and most candidate lines open no gate. The kinds whose regexes ignore
+# case have lower-case literals, looked for in the lower-cased line, and only in an ASCII line:
+# under Unicode case folding `s` also matches `ſ` and `k` matches `K`, which lower() leaves alone.
 _PROVIDER_GATES: dict[str, tuple[str, ...]] = {
     "artifactory-token": ("AKC", "AP"),
     "aws-access-key": ("A3T", "ABIA", "ACCA", "AKIA", "ASIA"),
@@ -184,8 +184,8 @@ _RUN_CHARS = string.ascii_letters + string.digits + "+/=_-"
 _RUN_TABLE = bytes(ord("a") if chr(i) in _RUN_CHARS else ord(" ") for i in range(256))
 _RUN_START = b"a" * 20  # [A-Za-z0-9+/=_-]{20,}
 # A run's characters by class: lower case, upper case, digit, separator (the rest of _RUN_CHARS).
-_CLASSES = bytes(ord("l") if chr(i) in string.ascii_lowercase else ord("u") if chr(i) in string.ascii_uppercase
-                 else ord("d") if chr(i) in string.digits else ord("s") for i in range(256))
+_CLASSES = bytes(ord("l") if c in string.ascii_lowercase else ord("u") if c in string.ascii_uppercase
+                 else ord("d") if c in string.digits else ord("s") for c in map(chr, range(256)))
 _LOWER_OR_SEPARATOR = (string.ascii_lowercase + "+/=_-").encode()
 _SEPARATOR_RUN = re.compile(rb"([=\-_/+])\1{3}")
 # Providers' fixed prefixes, so that a token with few digits is still scanned.

@@ -12,6 +12,7 @@ import netrc
 import re
 import secrets
 import smtplib
+import string
 from typing import Any
 
 import pytest
@@ -206,7 +207,8 @@ _PREFILTER_EDGES = [
     "://\nhttps://user:pw@host\nfoo\r\nkey='abc'\r\n",
     "sk-" + "a" * 40 + "\n" + "=" * 40 + "\n" + "ghp_" + "aB3dE5gH7jK9mN1pQ3sT5vX7",
     "\ud800 token = 'aB3dE5gH7jK9mN1pQ3sT5vX7'",  # a lone surrogate
-    "token: x\nkey\n\n= 1\nsecsecret = 1\nken = 1\ncontrase\u00f1a: 1\nto\nken = 1",  # grouped words, split lines
+    # the words grouped by a shared letter, and split across lines
+    "token: x\nkey\n\n= 1\nsecsecret = 1\nken = 1\ncontrase\u00f1a: 1\nto\nken = 1",
     "==\n 'pass'\n!= key\nx === `db_secret`\n=pass",  # comparisons across lines, at the start
     "İ x\nfoo İ key = 1\n\né token: 'aB3dE5gH7jK9mN1pQ3sT5vX7' https://x\nİ",  # offsets after İ and é
 ]
@@ -284,9 +286,11 @@ def _always_contains(items: Any, gate: tuple[str, ...], fold: bool) -> bool:
     that all hold one, or some single item (a group, a look-around) always does. Sound, not
     complete: False proves nothing."""
     def holds(strings: set[str] | None) -> bool:
-        return strings is not None and all(any(g in (s.lower() if fold else s) for g in gate) for s in strings)
+        return strings is not None and all(any(g in (s.lower() if fold else s) for g in gate)
+                                           for s in strings)
 
-    if any(holds(_literal_strings(items[i:j])) for i in range(len(items)) for j in range(i + 1, len(items) + 1)):
+    runs = (items[i:j] for i in range(len(items)) for j in range(i + 1, len(items) + 1))
+    if any(holds(_literal_strings(run)) for run in runs):
         return True
     for op, av in items:
         if op is sre.SUBPATTERN and _always_contains(av[-1], gate, fold):
@@ -355,7 +359,7 @@ def _token_like_reference(run: str) -> bool:
 
 def test_token_like_run_matches_its_reference() -> None:
     rng = __import__("random").Random(0)
-    alphabets = ["abcdefghij_", "abcXYZ019", "aB3-_", "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_-"]
+    alphabets = ["abcdefghij_", "abcXYZ019", "aB3-_", string.ascii_letters + string.digits + "+/=_-"]
     runs = [m.group() for module in (smtplib, netrc, hashlib, inspect)
             for m in re.finditer(r"[A-Za-z0-9+/=_\-]{20,}", inspect.getsource(module))]
     runs += ["".join(rng.choice(alphabet) for _ in range(rng.randint(20, 60)))

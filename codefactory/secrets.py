@@ -171,6 +171,10 @@ _HINTS = (
     re.compile(r"c(?:red|ontrase|(?<=sec)ret)" + _HINT_TAIL),
     re.compile(r"=(?<=[!=]=)\s*[\"'`]?\w*(?:pass|pwd|secret|key)"),  # `if pwd == "..."`
 )
+# The hint regexes read ASCII letters and symbols, \w and \s. Every other non-ASCII character
+# lower-cases to one non-ASCII character, \w or \s as it was (tests/test_secrets.py checks them
+# all), so lower-casing only the ASCII letters of a text without these finds the same matches.
+_LOWER_CASE_MATTERS = ("\u0130", "\u212a")  # İ (lower case: two characters), KELVIN SIGN (k)
 # On the text: what every other rule needs: a URL, a quoted hex string (detect-secrets' hex
 # entropy rule starts at 9 characters), or a long run of token characters that looks random.
 # Both are found in the UTF-8 bytes mapped by a table to a few symbols (all the characters they
@@ -330,12 +334,15 @@ def _candidate_lines(text: str) -> tuple[set[int], set[int]]:
     Offsets, not line numbers: the text is not split into lines (splitting cost more than the
     search), only the lines found are cut out of it.
     """
-    lowered = text.lower()
+    data = text.encode("utf-8", "surrogatepass")
+    if text.isascii() or any(c in text for c in _LOWER_CASE_MATTERS):
+        lowered = text.lower()
+    else:  # the same matches as in text.lower() (see _LOWER_CASE_MATTERS), at a tenth of its cost
+        lowered = data.lower().decode("utf-8", "surrogatepass")
     keyword = [m.start() for regex in _HINTS for m in regex.finditer(lowered)]
     if len(lowered) != len(text):  # lower() made two characters of one (İ): go by the line numbers
         keyword = _starts_of_lines(text, _line_numbers(lowered, keyword))
 
-    data = text.encode("utf-8", "surrogatepass")
     hexes = data.translate(_HEX_TABLE)
     other = [m.start() for m in _URL.finditer(data)] + [m.start() for m in _QUOTED_HEX.finditer(hexes)]
     runs = data.translate(_RUN_TABLE)

@@ -211,7 +211,24 @@ _PREFILTER_EDGES = [
     "token: x\nkey\n\n= 1\nsecsecret = 1\nken = 1\ncontrase\u00f1a: 1\nto\nken = 1",
     "==\n 'pass'\n!= key\nx === `db_secret`\n=pass",  # comparisons across lines, at the start
     "İ x\nfoo İ key = 1\n\né token: 'aB3dE5gH7jK9mN1pQ3sT5vX7' https://x\nİ",  # offsets after İ and é
+    "ÀÉ PASSÉ\u00a0= 1\nΣKEY\u2003: 2\nÉTOKEN == x\n\u212aEY= 1",  # non-ASCII \w and \s; KELVIN SIGN
+    "ÀÉ PASSÉ\u00a0= 1\nΣKEY\u2003: 2\nÉTOKEN == x\n",
 ]
+
+
+def test_lower_casing_only_ascii_letters_keeps_the_hints() -> None:
+    """_candidate_lines lower-cases only the ASCII letters of a text without the characters of
+    _LOWER_CASE_MATTERS: every other character must lower-case to one character, not ASCII, that
+    is a word character or a space exactly when it was."""
+    word, space = re.compile(r"\w"), re.compile(r"\s")
+    for code in range(0x80, 0x110000):
+        char = chr(code)
+        lower = char.lower()
+        if lower == char or char in redaction._LOWER_CASE_MATTERS:
+            continue
+        assert len(lower) == 1 and not lower.isascii(), hex(code)
+        assert bool(word.match(char)) == bool(word.match(lower)), hex(code)
+        assert bool(space.match(char)) == bool(space.match(lower)), hex(code)
 
 
 def _prefilter_lines(text: str) -> tuple[set[int], set[int]]:

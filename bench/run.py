@@ -142,11 +142,21 @@ def embedded_model_row() -> Row:
                       "not re-measured here"])
 
 
+def _machines(described: list[str]) -> list[str]:
+    """Each machine once, with the range of the loads its steps started at ("..., load 0.8-2.6 at start")."""
+    loads: dict[str, list[float]] = {}
+    for text in described:
+        machine, _, load = text.partition(", load ")
+        loads.setdefault(machine, []).extend([float(load.split()[0])] if load else [])
+    return [machine + (f", load {min(seen):.1f}" + (f"-{max(seen):.1f}" if max(seen) > min(seen) else "") + " at start"
+                       if seen else "") for machine, seen in sorted(loads.items())]
+
+
 def record(steps: dict[str, dict], quick: bool) -> None:
     """Replace this suite's section of bench/README.md, leaving every other section as it is."""
     rows = [Row(**r) for name in MEASUREMENTS if name in steps for r in steps[name]["rows"]]
     dates = sorted({steps[n]["measured"] for n in steps})
-    machines = sorted({steps[n]["machine"] for n in steps})
+    machines = _machines([steps[n]["machine"] for n in steps])
     when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]} (steps measured separately: see details)"
     details = {n: {k: v for k, v in steps[n].items() if k != "rows"} for n in MEASUREMENTS if n in steps}
     body = (f"{BEGIN}\n### Results{' (--quick)' if quick else ''}: {when}\n\nMachine: {'; '.join(machines)}.\n\n"

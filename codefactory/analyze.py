@@ -1,23 +1,38 @@
-"""Chunks and symbols of every file of a tree, fanned out to worker processes when the tree is large.
+"""Chunks, symbols and references of every file of a tree, fanned out to worker processes when the tree is large.
 
-On the CPython standard library (7.2 s of CPU serially) two workers spend 8.6 s of CPU between them
-plus 0.5 s in the parent, so idle cores turn into wall time (bench/README.md). The result is identical
-to the serial path, which small trees, single-core machines, platforms without a safe fork, and
-processes that already run other threads take (`workers.worker_count`).
+Everything later stages need of a file's text is worked out in one pass per file, in the process that
+reads it: its chunks (with their chunks.json encoding), its symbols, and the names it mentions (for the
+skeleton's centrality). The parent then only gathers results, so on a large tree the workers fork once
+and idle cores turn into wall time (bench/README.md). The result is identical to the serial path, which
+small trees, single-core machines, platforms without a safe fork, and processes that already run other
+threads take (`workers.worker_count`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from .chunk import chunk_file
 from .models import Chunk, SourceFile
 from .scan import Examined, ScanResult, Selection, detect_language, examine
-from .skeleton import FileSymbols, extract_symbols
+from .skeleton import FileRefs, FileSymbols, extract_symbols, file_refs
 from .workers import fork_map, worker_count
 
 # Below this much text the serial path wins: forking and shipping results back cost ~0.1 s.
 PARALLEL_MIN_CHARS = 4_000_000
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What the pipeline keeps of a tree's texts: every chunk in file order, symbols and references by path."""
+
+    chunks: list[Chunk]
+    symbols: dict[str, FileSymbols]
+    refs: dict[str, FileRefs]
+
+
+FileAnalysis = tuple[list[Chunk], FileSymbols, FileRefs]
 
 
 def analyze_files(
@@ -27,17 +42,15 @@ def analyze_files(
     min_tokens: int,
     workers: int | None = None,
     min_chars: int = PARALLEL_MIN_CHARS,
-) -> tuple[list[Chunk], dict[str, FileSymbols]]:
-    """(chunks of every file in file order, symbols by path), as `chunk_files` and `extract_symbols` give them."""
+) -> Analysis:
+    """The chunks, symbols and references of `files`, as `chunk_file`, `extract_symbols` and `file_refs` give them."""
     sizes = [len(f.text) for f in files]
     count = worker_count(sizes, workers, min_chars)
 
-    def one(i: int) -> tuple[list[Chunk], FileSymbols]:
+    def one(i: int) -> FileAnalysis:
         return _analyze_one(files[i], max_tokens, min_tokens)
 
-    results = [one(i) for i in range(len(files))] if count < 2 else fork_map(one, sizes, count)
-    chunks = [c for file_chunks, _ in results for c in file_chunks]
-    return chunks, {symbols.path: symbols for _, symbols in results}
+    return _gathered([one(i) for i in range(len(files))] if count < 2 else fork_map(one, sizes, count))
 
 
 def scan_and_analyze(
@@ -48,14 +61,14 @@ def scan_and_analyze(
     redact_secrets: bool = True,
     workers: int | None = None,
     min_chars: int = PARALLEL_MIN_CHARS,
-) -> tuple[ScanResult, list[Chunk], dict[str, FileSymbols]]:
+) -> tuple[ScanResult, Analysis]:
     """`scan` then `analyze_files` of a selection's blobs, in one pass per file: on a large tree the
     workers fork once, and each file is read, decoded and redacted in the process that chunks it."""
     paths, sizes = selection.paths, selection.sizes
     oids = [selection.entries[i].oid for i in selection.picked]
     count = worker_count(sizes, workers, min_chars)
 
-    def one(k: int) -> tuple[Examined, tuple[list[Chunk], FileSymbols] | None]:
+    def one(k: int) -> tuple[Examined, FileAnalysis | None]:
         examined = examine(paths[k], selection.read(k), redact_secrets)
         text, _, found = examined
         if text is None:
@@ -66,10 +79,21 @@ def scan_and_analyze(
 
     results = [one(k) for k in range(len(paths))] if count < 2 else fork_map(one, sizes, count)
     scanned = selection.assemble([examined for examined, _ in results])
-    analyzed = [result for _, result in results if result is not None]
-    chunks = [c for file_chunks, _ in analyzed for c in file_chunks]
-    return scanned, chunks, {symbols.path: symbols for _, symbols in analyzed}
+    return scanned, _gathered([result for _, result in results if result is not None])
 
 
-def _analyze_one(file: SourceFile, max_tokens: int, min_tokens: int) -> tuple[list[Chunk], FileSymbols]:
-    return chunk_file(file, max_tokens=max_tokens, min_tokens=min_tokens), extract_symbols(file)
+def _analyze_one(file: SourceFile, max_tokens: int, min_tokens: int) -> FileAnalysis:
+    chunks = chunk_file(file, max_tokens=max_tokens, min_tokens=min_tokens)
+    symbols = extract_symbols(file)
+    # Their JSON is encoded here, in the worker, and sent back with them (cached on each object).
+    for chunk in chunks:
+        chunk.json_element  # noqa: B018
+    if symbols.symbols:  # only files with symbols are in the skeleton
+        symbols.json_element  # noqa: B018
+    return chunks, symbols, file_refs(file)
+
+
+def _gathered(results: Sequence[FileAnalysis]) -> Analysis:
+    return Analysis(chunks=[c for file_chunks, _, _ in results for c in file_chunks],
+                    symbols={symbols.path: symbols for _, symbols, _ in results},
+                    refs={symbols.path: refs for _, symbols, refs in results})

@@ -84,6 +84,17 @@ _JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, indent=2)
 _encode_str: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
 
 
+class EncodedJSON(str):
+    """A value already encoded as `atomic_write_json` encodes it at the depth where it is placed: written as it
+    is. Lets many small values be encoded where they are made (in worker processes), not all at the end.
+    Only among plain values: json's own encoder, the fallback for other types, would write it as a string."""
+
+
+def encode_json(value: Any, depth: int = 0) -> EncodedJSON:
+    """`value` as `atomic_write_json` writes it at nesting `depth` (its first line not indented)."""
+    return EncodedJSON(_indented(value, depth))
+
+
 class _NotPlain(Exception):
     """A value other than dict/list/tuple/str/int/float/bool/None, or a key other than str."""
 
@@ -116,6 +127,8 @@ def _indented(value: Any, depth: int) -> str:
     kind = type(value)
     if kind is str:
         return _encode_str(value)
+    if kind is EncodedJSON:
+        return value
     if kind is int:
         return int.__repr__(value)
     if value is None:
@@ -134,7 +147,14 @@ def _indented(value: Any, depth: int) -> str:
         for key, item in value.items():
             if type(key) is not str:
                 raise _NotPlain
-            parts.append(f"{_encode_str(key)}: {_indented(item, depth + 1)}")
+            # strings and ints, most values of the large files (chunks, symbols), without a call each
+            item_kind = type(item)
+            if item_kind is str:
+                parts.append(f"{_encode_str(key)}: {_encode_str(item)}")
+            elif item_kind is int:
+                parts.append(f"{_encode_str(key)}: {int.__repr__(item)}")
+            else:
+                parts.append(f"{_encode_str(key)}: {_indented(item, depth + 1)}")
         return "{\n" + "  " * (depth + 1) + inner.join(parts) + "\n" + "  " * depth + "}"
     if kind is list or kind is tuple:
         if not value:

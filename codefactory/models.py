@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any, Literal
+
+from .fileio import EncodedJSON, encode_json
 
 ChunkKind = Literal["function", "method", "class", "module", "window"]
 Scene = Literal["scene1", "scene2"]
@@ -43,11 +46,19 @@ class Chunk:
 
     def to_dict(self) -> dict[str, Any]:
         # asdict() without its recursive deep copy: every field is a str or an int (0.5 s on Go's stdlib)
-        return dict(vars(self))
+        return {"id": self.id, "path": self.path, "language": self.language, "kind": self.kind,
+                "symbol": self.symbol, "start_line": self.start_line, "end_line": self.end_line,
+                "sha256": self.sha256, "tokens": self.tokens, "text": self.text}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Chunk":
         return cls(**data)
+
+    @cached_property
+    def json_element(self) -> EncodedJSON:
+        """This chunk as an element of chunks.json's list, encoded once: by the worker that made it, which sends
+        it back with the chunk, so the parent only joins the file (escaping 40 MB of text is most of writing it)."""
+        return encode_json(self.to_dict(), depth=1)
 
 
 @dataclass

@@ -144,23 +144,22 @@ def take_snapshot(ws: Workspace, rev: str | None = None) -> Snapshot:
     c = ws.config
     # One pass per file for its redaction, chunks and symbols (in worker processes on large trees).
     selection = select(ws.repo, rev or c["rev"], **ws.scan_options)
-    result, chunks, symbols = scan_and_analyze(selection, max_tokens=c["chunk.max_tokens"],
-                                               min_tokens=c["chunk.min_tokens"])
+    result, analysis = scan_and_analyze(selection, max_tokens=c["chunk.max_tokens"], min_tokens=c["chunk.min_tokens"])
     skeleton = build_skeleton(result.files, token_budget=c["skeleton.token_budget"], repo_name=ws.repo.name,
-                              symbols=symbols)
-    return Snapshot(result, chunks, skeleton)
+                              symbols=analysis.symbols, refs=analysis.refs)
+    return Snapshot(result, analysis.chunks, skeleton)
 
 
 def write_chunks(ws: Workspace, snapshot: Snapshot) -> Path:
     path = ws.out / "chunks.json"
-    atomic_write_json(path, [c.to_dict() for c in snapshot.chunks])
+    atomic_write_json(path, [c.json_element for c in snapshot.chunks])
     return path
 
 
 def write_skeleton(ws: Workspace, snapshot: Snapshot) -> list[Path]:
     txt, js = ws.out / "project_skeleton.txt", ws.out / "project_skeleton.json"
     atomic_write_text(txt, snapshot.skeleton.to_text())
-    atomic_write_json(js, snapshot.skeleton.to_dict())
+    atomic_write_json(js, snapshot.skeleton.to_json_value())
     return [txt, js]
 
 

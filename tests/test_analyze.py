@@ -6,17 +6,19 @@ import dataclasses
 import json
 import os
 import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from codefactory import workers
-from codefactory.analyze import analyze_files, scan_and_analyze
+from codefactory import pipeline, workers
+from codefactory.analyze import Analysis, analyze_files, scan_and_analyze
 from codefactory.chunk import chunk_files
+from codefactory.config import load_config
 from codefactory.gitrepo import GitRepo
 from codefactory.models import SourceFile
 from codefactory.scan import scan, select
-from codefactory.skeleton import compute_centrality, extract_symbols
+from codefactory.skeleton import compute_centrality, extract_symbols, file_refs
 from codefactory.workers import worker_count
 from tests.gitrepos import make_repo
 
@@ -34,9 +36,10 @@ def sizes(files: list[SourceFile]) -> list[int]:
     return [len(f.text) for f in files]
 
 
-def as_json(result: tuple) -> str:
-    chunks, symbols = result
-    return json.dumps([[c.to_dict() for c in chunks], sorted((p, repr(s)) for p, s in symbols.items())])
+def as_json(analysis: Analysis) -> str:
+    return json.dumps([[c.to_dict() for c in analysis.chunks], [c.json_element for c in analysis.chunks],
+                       sorted((p, repr(s)) for p, s in analysis.symbols.items()),
+                       sorted((p, repr(r)) for p, r in analysis.refs.items())])
 
 
 def test_forked_workers_match_the_serial_path() -> None:
@@ -47,9 +50,10 @@ def test_forked_workers_match_the_serial_path() -> None:
     forked = analyze_files(files, max_tokens=300, min_tokens=40, workers=2, min_chars=0)
     serial = analyze_files(files, max_tokens=300, min_tokens=40, workers=1)
     assert as_json(forked) == as_json(serial)
-    assert [c.to_dict() for c in serial[0]] == [c.to_dict() for c in chunk_files(files, max_tokens=300, min_tokens=40)]
-    assert serial[1]["csv.py"] == extract_symbols(files[5])
-    assert [c.to_dict() for c in serial[0]] == [dataclasses.asdict(c) for c in serial[0]]
+    assert [c.to_dict() for c in serial.chunks] == [c.to_dict() for c in chunk_files(files, max_tokens=300, min_tokens=40)]
+    assert serial.symbols["csv.py"] == extract_symbols(files[5])
+    assert serial.refs["csv.py"] == file_refs(files[5])
+    assert [c.to_dict() for c in serial.chunks] == [dataclasses.asdict(c) for c in serial.chunks]
 
 
 def test_small_trees_and_running_threads_stay_serial() -> None:
@@ -94,14 +98,13 @@ def test_one_pass_scan_and_analysis_match_scan_then_analyze(tmp_path: Path) -> N
     make_repo(tmp_path / "r", files)
     repo = GitRepo(tmp_path / "r")
     expected = scan(repo)
-    chunks, symbols = analyze_files(expected.files, max_tokens=300, min_tokens=40, workers=1)
+    analysis = analyze_files(expected.files, max_tokens=300, min_tokens=40, workers=1)
     for count in (1, 2):
         if count == 2 and threading.active_count() > 1:
             continue
-        result, one_chunks, one_symbols = scan_and_analyze(select(repo), max_tokens=300, min_tokens=40,
-                                                           workers=count, min_chars=0)
+        result, one_pass = scan_and_analyze(select(repo), max_tokens=300, min_tokens=40, workers=count, min_chars=0)
         assert result == expected
-        assert as_json((one_chunks, one_symbols)) == as_json((chunks, symbols))
+        assert as_json(one_pass) == as_json(analysis)
     assert "<REDACTED:" in next(f.text for f in result.files if f.path == "settings.py")
     assert {s.path: s.reason for s in result.skipped} == {"logo.png": "binary", "blob.bin.txt": "binary"}
 
@@ -127,3 +130,25 @@ def test_fork_map_turns_garbage_collection_back_on() -> None:
     assert gc.isenabled()
     assert workers.fork_map(lambda i: (i, gc.isenabled()), [1, 2, 3], 2) == [(0, False), (1, False), (2, False)]
     assert gc.isenabled(), "the caller's collector is on again"
+
+
+def test_outputs_from_forked_workers_are_the_bytes_json_would_write(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """chunks.json and project_skeleton.json are joined from JSON the workers encoded: same bytes as json.dumps."""
+    if threading.active_count() > 1:
+        pytest.skip("another thread is running: the analysis stays serial (fork would be unsafe)")
+    files = {f.path: f.text for f in stdlib_files()}
+    make_repo(tmp_path / "r", files)
+    ws = pipeline.Workspace(GitRepo(tmp_path / "r"), load_config(tmp_path / "r", flags={"out": str(tmp_path / "out")},
+                                                                  environ={}), progress=False)
+    # two workers even for these few files
+    monkeypatch.setattr(pipeline, "scan_and_analyze", partial(scan_and_analyze, workers=2, min_chars=0))
+    snapshot = pipeline.take_snapshot(ws)
+    assert all("json_element" in vars(c) for c in snapshot.chunks), "encoded in the workers"
+    chunks_file = pipeline.write_chunks(ws, snapshot)
+    expected = json.dumps([c.to_dict() for c in snapshot.chunks], ensure_ascii=False, indent=2) + "\n"
+    assert chunks_file.read_text(encoding="utf-8") == expected
+    _, skeleton_file = pipeline.write_skeleton(ws, snapshot)
+    expected = json.dumps(snapshot.skeleton.to_dict(), ensure_ascii=False, indent=2) + "\n"
+    assert skeleton_file.read_text(encoding="utf-8") == expected
+    assert json.loads(expected)["files"][0]["symbols"], "symbols made it into the file"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from codefactory.fileio import atomic_write_bytes, atomic_write_json
+from codefactory.fileio import atomic_write_bytes, atomic_write_json, encode_json
 
 
 def test_json_is_written_as_json_dumps_indented_would(tmp_path: Path) -> None:
@@ -27,3 +27,16 @@ def test_json_with_keys_only_the_json_module_writes_falls_back_to_it(tmp_path: P
     data = [{"id": "a", "n": 1}, {"by_line": {1: "x", 2.5: "y"}}, ("t", float("nan"))]
     atomic_write_json(tmp_path / "out.json", data)
     assert (tmp_path / "out.json").read_text(encoding="utf-8") == json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+
+
+def test_values_encoded_beforehand_are_written_as_they_are(tmp_path: Path) -> None:
+    """What workers encode (chunks, a file's symbols) gives the same file as the plain values."""
+    chunks = [{"id": f"a.py::f{i}", "text": f"é\U0001f600\"\\\n{i}", "tokens": i, "nested": {"x": [1, None]}}
+              for i in range(50)]
+    data = {"tree": "a.py", "files": chunks, "n": 3}
+    atomic_write_json(tmp_path / "plain.json", data)
+    encoded = {**data, "files": [encode_json(c, depth=2) for c in chunks]}
+    atomic_write_json(tmp_path / "encoded.json", encoded)
+    assert (tmp_path / "encoded.json").read_bytes() == (tmp_path / "plain.json").read_bytes()
+    atomic_write_json(tmp_path / "list.json", [encode_json(c, depth=1) for c in chunks])
+    assert (tmp_path / "list.json").read_text(encoding="utf-8") == json.dumps(chunks, ensure_ascii=False, indent=2) + "\n"

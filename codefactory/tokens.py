@@ -55,6 +55,12 @@ def _bindings() -> Any:
     return module
 
 
+def load_tokenizer() -> None:
+    """Build the tokenizer now rather than at the first count (a process about to fork workers shares it)."""
+    if _tokenizer() is None:
+        _encoding()
+
+
 @lru_cache(maxsize=1)
 def _encoding() -> Any:
     import bpe_openai  # the public API, only when the extension could not be used directly

@@ -240,3 +240,13 @@ def test_file_symbols_section_format() -> None:
 def test_nested_definitions_get_qualified_names(language: str, text: str, names: list[str]) -> None:
     symbols = extract_symbols(SourceFile("x", language, text, "")).symbols
     assert [s.name for s in symbols] == names
+
+
+def test_identifiers_are_what_the_identifier_regex_finds() -> None:
+    from codefactory.skeleton import _IDENTIFIER, _identifiers
+
+    text = ("9abc 12 x _ __init__ a1 1a2b été_ok naïve λx \ud800surrogate_name o'reilly x2y3\n"
+            "import os.path as p  # 0x1F 3rd 42nd __ _a a_ \t\u00a0tab\x00nul")
+    assert _identifiers(text) == set(_IDENTIFIER.findall(text))
+    assert {"abc", "a2b", "_ok", "surrogate_name", "os", "x2y3", "__init__", "__"} <= _identifiers(text)
+    assert not {"x", "_", "a", "12"} & _identifiers(text)

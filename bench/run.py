@@ -1,6 +1,6 @@
 """codefactory benchmarks: one entry point, one table of figures and ratios (bench/README.md).
 
-    .venv/bin/python bench/run.py            # the full suite: stdlib + Go corpora, attrs releases, repomix
+    .venv/bin/python bench/run.py            # the full suite: stdlib + Go corpora, release histories, repomix
     .venv/bin/python bench/run.py --quick    # smoke run, < 1 minute, nothing downloaded (called by .ci/run)
     .venv/bin/python bench/run.py --only scan,memory --record   # some measurements; results into README
 
@@ -36,9 +36,13 @@ README = BENCH / "README.md"
 RESULTS = BENCH / ".cache" / "results"
 BEGIN, END = "<!-- bench/run.py results: begin -->", "<!-- bench/run.py results: end -->"
 
-# The release history of the full run: 13 consecutive attrs releases (pure Python, sdists on PyPI).
+# The release histories of the full run (pure Python, sdists on PyPI), one commit per release:
+# 13 consecutive attrs releases, each months of merged work (a project's largest commits), and 14 consecutive
+# hypothesis releases, each one merged pull request (hypothesis releases every merge that changes code):
+# a project's typical commits, as the pre-push hook and the action see them.
 RELEASES = ("attrs", ["21.3.0", "21.4.0", "22.1.0", "22.2.0", "23.1.0", "23.2.0", "24.1.0", "24.2.0", "24.3.0",
                       "25.1.0", "25.2.0", "25.3.0", "25.4.0"])
+MERGES = ("hypothesis", [f"6.99.{patch}" for patch in range(14)])
 # --quick's scan corpus: a few stdlib packages, ~1.5 MB of code.
 QUICK_SUBSET = ["json", "email", "asyncio", "argparse.py", "typing.py", "dataclasses.py", "pathlib.py"]
 ONEFILE_LIMIT = 5000
@@ -57,6 +61,7 @@ def plan(quick: bool) -> dict[str, Callable[[Path], list[tuple[Row, dict]]]]:
                 "subset": lambda: corpora.stdlib_corpus(QUICK_SUBSET, name="stdlib-subset"),
                 "synthetic": corpora.synthetic_history,
                 "releases": lambda: corpora.release_corpus(*RELEASES),
+                "merges": lambda: corpora.release_corpus(*MERGES),
             }
             cache[name] = builders[name]()
         return cache[name]
@@ -88,9 +93,12 @@ def plan(quick: bool) -> dict[str, Callable[[Path], list[tuple[Row, dict]]]]:
     def history(scratch: Path) -> list[tuple[Row, dict]]:
         with LoopbackLLM() as server:
             if quick:
-                return [measure_history(need("synthetic"), server, scratch, real_rebuilds=False)]
-            return [measure_history(need("releases"), server, scratch, real_rebuilds=True),
-                    measure_history(need("synthetic"), server, scratch, real_rebuilds=True)]
+                return [measure_history(need("synthetic"), server, scratch, real_rebuilds=False, typical=True,
+                                        commits_are="typical commits made by the benchmark")]
+            return [measure_history(need("releases"), server, scratch, real_rebuilds=True, typical=False,
+                                    commits_are="whole releases, each months of merged work"),
+                    measure_history(need("merges"), server, scratch, real_rebuilds=True, typical=True,
+                                    commits_are="releases of one merged pull request each")]
 
     def onefile(scratch: Path) -> list[tuple[Row, dict]]:
         with LoopbackLLM() as server:

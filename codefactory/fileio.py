@@ -169,18 +169,20 @@ def atomic_write_jsonl(path: Path, records: Iterable[Any]) -> None:
     atomic_write_text(path, "".join(dumps_line(r) for r in records))
 
 
-def append_jsonl(path: Path, records: Iterable[Any], *, sync: bool = True) -> None:
-    """Append whole lines; a torn final line from an earlier crash is cut off first.
+def append_jsonl(path: Path, records: Iterable[Any], *, sync: bool = True) -> tuple[int, bytes]:
+    """Append whole lines; a torn final line from an earlier crash is cut off first. Returns the offset where
+    the new lines start and their bytes (b"" when there were none), for an index of the file to take up.
 
     Written lines survive the process being killed either way; `sync` also waits until they are on
     disk (power loss), which callers appending many small batches do once at the end (`fsync_file`).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     _repair_tail(path)
-    data = "".join(dumps_line(r) for r in records)
+    data = "".join(dumps_line(r) for r in records).encode("utf-8")
     if not data:
-        return
-    with open(path, "a", encoding="utf-8", newline="\n") as handle:
+        return 0, b""
+    with open(path, "ab") as handle:
+        offset = handle.tell()
         if _kill_point(f"torn-append:{path.name}"):
             handle.write(data[: len(data) // 2])
             handle.flush()
@@ -189,6 +191,7 @@ def append_jsonl(path: Path, records: Iterable[Any], *, sync: bool = True) -> No
         handle.flush()
         if sync:
             os.fsync(handle.fileno())
+    return offset, data
 
 
 def fsync_file(path: Path) -> None:

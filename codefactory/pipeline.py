@@ -244,28 +244,29 @@ def run_generation(
         produced: list[Sample] = []
         answered: set[str] = set()
 
-        def on_reply(request: Request, reply: Reply) -> None:
-            job = by_key[request.key]
-            answered.add(request.key)
-            if isinstance(job, Scene1Job):
-                new = scene1_samples(job, reply, repo_name=repo_name, commit=snapshot.commit, backend=backend,
-                                     params=params)
-            else:
-                new = [scene2_sample(job, reply, repo_name=repo_name, commit=snapshot.commit, backend=backend,
-                                     params=params)]
-            report.secrets_redacted.update(reply.secrets)
-            for sample in new:  # again, whatever the reply's age: nothing secret-shaped enters the dataset
-                sample.content, found = redact_all(sample.content)
-                report.secrets_redacted.update(found)
-            # Written at once, so a killed run loses nothing finished; one fsync for all of them below
-            # (an fsync per reply was a third of the generation time at zero latency).
-            store.append_raw(new, sync=False)
-            produced.extend(new)
-
         if llm is None and any(r.key not in cache for r in requests):
             llm = ws.open_llm()
         try:
-            with progress_bar(f"{command}: generating", len(requests), enabled=ws.progress) as advance:
+            # The raw log takes the samples in batches, and fsyncs them at the end: see DatasetStore.appending.
+            with store.appending() as log_samples, \
+                    progress_bar(f"{command}: generating", len(requests), enabled=ws.progress) as advance:
+
+                def on_reply(request: Request, reply: Reply) -> None:
+                    job = by_key[request.key]
+                    answered.add(request.key)
+                    if isinstance(job, Scene1Job):
+                        new = scene1_samples(job, reply, repo_name=repo_name, commit=snapshot.commit,
+                                             backend=backend, params=params)
+                    else:
+                        new = [scene2_sample(job, reply, repo_name=repo_name, commit=snapshot.commit,
+                                             backend=backend, params=params)]
+                    report.secrets_redacted.update(reply.secrets)
+                    for sample in new:  # again, whatever the reply's age: nothing secret-shaped enters the dataset
+                        sample.content, found = redact_all(sample.content)
+                        report.secrets_redacted.update(found)
+                    log_samples(new)
+                    produced.extend(new)
+
                 report.stats = generate(requests, llm=llm, cache=cache, on_reply=on_reply,
                                         concurrency=ws.config["concurrency"], max_requests=ws.config["max_requests"],
                                         advance=advance)
@@ -273,7 +274,6 @@ def run_generation(
             if llm is not None:
                 llm.close()
 
-        store.sync_raw()
         order = {r.key: i for i, r in enumerate(requests)}  # not arrival order: the same dataset however it ran
         produced.sort(key=lambda s: order[s.generation["cache_key"]])
         version = store.commit_version(from_commit=from_commit, to_commit=snapshot.commit,

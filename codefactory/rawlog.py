@@ -110,13 +110,35 @@ class RawLogIndex:
     def _extend(self) -> None:
         with open(self.path, "rb") as handle:
             handle.seek(self._end)
-            offset, crc = self._end, self._crc
-            for line in handle:
-                if not line.endswith(b"\n"):
-                    break  # a write that never finished: indexed once a repaired log has it whole
-                self._add(line, offset)
-                offset += len(line)
-                crc = zlib.crc32(line, crc)
+            self._take(handle)
+
+    def appended(self, offset: int, data: bytes) -> None:
+        """Lines this process has just appended at `offset` (what `fileio.append_jsonl` returns): indexed from
+        the bytes written, not read back, when the index reached exactly there and the log holds nothing
+        more; else the next lookup reads them. A run appends reply by reply, and reading each reply back
+        was a sixth of its time when the LLM answers at once."""
+        if not data or not self._restored or offset != self._end:
+            return
+        try:
+            status = os.stat(self.path)
+        except FileNotFoundError:
+            return
+        identity = (status.st_dev, status.st_ino)
+        if self._identity is None and offset == 0:  # the log this process has just started
+            self._identity = identity
+        if identity == self._identity and status.st_size == offset + len(data):
+            lines = data.split(b"\n")  # as iterating over the file gives them: split at b"\n" alone
+            self._take([line + b"\n" for line in lines[:-1]] + [lines[-1]])
+
+    def _take(self, lines: Iterable[bytes]) -> None:
+        """Index lines that follow the ones indexed so far."""
+        offset, crc = self._end, self._crc
+        for line in lines:
+            if not line.endswith(b"\n"):
+                break  # a write that never finished: indexed once a repaired log has it whole
+            self._add(line, offset)
+            offset += len(line)
+            crc = zlib.crc32(line, crc)
         self._end, self._crc = offset, crc
 
     def _restore(self, identity: tuple[int, int]) -> None:

@@ -71,3 +71,23 @@ def test_nested_and_escaped_values_are_found_too(tmp_path: Path) -> None:
     with open(log, "a", encoding="utf-8") as handle:  # written by another tool, with spaces
         handle.write(json.dumps(record(4, "d.py")) + "\n")
     assert index.find({"path": {"a.py"}}) == {"s1-1", "s1-2", "s1-4"}
+
+
+def test_lines_a_process_appends_are_indexed_from_what_it_wrote(tmp_path: Path) -> None:
+    """`appended` takes up the bytes written without reading them back: the same index as reading the log,
+    and a log that holds more than this process wrote (another writer) is read as before."""
+    log = tmp_path / "scene1_raw.jsonl"
+    index = RawLogIndex(log)
+    assert not index.ids()
+    index.appended(*append_jsonl(log, [record(1, "a.py"), record(2, 'q"uote.py')]))
+    assert index._end == log.stat().st_size, "taken up without a read"
+    index.appended(*append_jsonl(log, [record(3, "a.py", input={"path": "é.py"})]))
+    with open(log, "a", encoding="utf-8") as handle:  # another writer
+        handle.write(json.dumps(record(4, "d.py")) + "\n")
+    index.appended(*append_jsonl(log, [record(5, "a.py")]))  # not where the index ended: read at the next lookup
+    fresh = RawLogIndex(log)
+    assert set(index.ids()) == set(fresh.ids()) == {"s1-1", "s1-2", "s1-3", "s1-4", "s1-5"}
+    assert dict(index.checksums()) == dict(fresh.checksums())
+    for paths in ({"a.py"}, {"é.py"}, {"d.py"}, {'q"uote.py'}):
+        assert index.find({"path": paths}) == fresh.find({"path": paths})
+    assert [json.loads(line)["id"] for line in index.lines(["s1-5", "s1-3"])] == ["s1-3", "s1-5"]

@@ -167,7 +167,7 @@ def assert_same_dataset(out: Path, reference: Path) -> None:
 
 
 @pytest.mark.parametrize("point", [
-    "torn-append:scene1_raw.jsonl#3",  # generating: the third sample write is torn in half
+    "torn-append:scene1_raw.jsonl",  # generating: a batch of samples is torn in half as it is written
     "torn-append:versions.jsonl",  # committing the version: its changelog line is torn
     "before-replace:scene1_sft.jsonl",  # rebuilding: nothing of the SFT files renamed into place yet
     "before-replace:combined_sft.jsonl",  # rebuilding: scene files new, the combined file still old

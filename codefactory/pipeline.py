@@ -261,9 +261,10 @@ def run_generation(
                         new = [scene2_sample(job, reply, repo_name=repo_name, commit=snapshot.commit,
                                              backend=backend, params=params)]
                     report.secrets_redacted.update(reply.secrets)
-                    for sample in new:  # again, whatever the reply's age: nothing secret-shaped enters the dataset
-                        sample.content, found = redact_all(sample.content)
-                        report.secrets_redacted.update(found)
+                    if reply.cached:  # again, however old the reply: nothing secret-shaped enters the dataset
+                        for sample in new:  # (a fresh reply was redacted by these very rules before it was cached)
+                            sample.content, found = redact_all(sample.content)
+                            report.secrets_redacted.update(found)
                     log_samples(new)
                     produced.extend(new)
 

@@ -11,6 +11,7 @@ import builtins
 import keyword
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import NamedTuple
@@ -209,7 +210,8 @@ class Scene1Citations(NamedTuple):
     ungrounded: bool  # the chunk has identifiers and the answer names none of them
 
 
-def scene1_citations(question: str, answer: str, code: str, *, code_names: set[str] | None = None) -> Scene1Citations:
+def scene1_citations(question: str, answer: str, code: str, *,
+                     code_names: AbstractSet[str] | None = None) -> Scene1Citations:
     """`code_names`: identifiers_in(code, loose=True), when the caller has them already."""
     code_names = (set(_IDENT.findall(code)) if code_names is None else code_names) - LANGUAGE_NAMES
     chunk_names = meaningful(code_names)

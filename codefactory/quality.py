@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -149,12 +149,18 @@ class Facts(NamedTuple):  # a tuple: a run rebuilds one per live sample from its
 def scene1_facts(sample: Sample, settings: QualitySettings) -> Facts:
     content = sample.content
     code = sample.input.get("code", "")
-    code_names = identifiers_in(code, loose=True)
-    known = frozenset(meaningful(code_names))  # what the trace should name: the chunk's identifiers
+    code_names, known = _chunk_names(code)  # known: what the trace should name, the chunk's identifiers
     return Facts(validate(sample, min_trace_steps=settings.min_trace_steps, known=known),
                  scene1_citations(str(content.get("question", "")), str(content.get("answer", "")), code,
                                   code_names=code_names),
                  _judge_score(sample), text_digest(normalise(dedup_text(sample))), sample.source.get("language", ""))
+
+
+@lru_cache(maxsize=256)
+def _chunk_names(code: str) -> tuple[frozenset[str], frozenset[str]]:
+    """The identifiers of a chunk's code, and the meaningful ones: once for the samples of one reply."""
+    names = frozenset(identifiers_in(code, loose=True))
+    return names, frozenset(meaningful(names))
 
 
 @dataclass

@@ -17,10 +17,14 @@ fi
 
 extras=${CODEFACTORY_EXTRAS:-local,test}
 if ! .venv/bin/python -c 'import llama_cpp' 2>/dev/null && [[ $extras == *local* ]]; then
-  echo "==> building llama-cpp-python for the embedded model (compiles llama.cpp from source: about 8-12 minutes on 2 cores the first time; pip caches the wheel afterwards)"
-  # Build in the background and report progress, so a long silent compile is never mistaken for a hang.
+  echo "==> building llama-cpp-python for the embedded model (compiles llama.cpp from source: about 6-12 minutes on 2 cores)"
+  # A portable build (AVX2, FMA, F16C on x86): llama.cpp's default, -march=native, takes whatever the building
+  # CPU advertises, and a virtual machine may advertise instructions it then refuses (AVX-512 FP16, AMX:
+  # "Illegal instruction" in llama_cpp). No cached wheel either: one built natively would carry them.
+  # Built in the background with progress lines, so a long silent compile is never mistaken for a hang.
+  CMAKE_ARGS=${CMAKE_ARGS:-"-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"} \
   CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
-    .venv/bin/python -m pip install --quiet 'llama-cpp-python[server]>=0.3.8' > .venv/llama-build.log 2>&1 &
+    .venv/bin/python -m pip install --quiet --no-cache-dir 'llama-cpp-python[server]>=0.3.8' > .venv/llama-build.log 2>&1 &
   pid=$!
   start=$SECONDS
   while kill -0 "$pid" 2>/dev/null; do

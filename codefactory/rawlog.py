@@ -115,8 +115,8 @@ class RawLogIndex:
     def appended(self, offset: int, data: bytes) -> None:
         """Lines this process has just appended at `offset` (what `fileio.append_jsonl` returns): indexed from
         the bytes written, not read back, when the index reached exactly there and the log holds nothing
-        more; else the next lookup reads them. A run appends reply by reply, and reading each reply back
-        was a sixth of its time when the LLM answers at once."""
+        more; else the next lookup reads them. A run appends batch after batch while it generates, and
+        reading each back was a sixth of its time when the LLM answers at once."""
         if not data or not self._restored or offset != self._end:
             return
         try:

@@ -31,12 +31,14 @@ FAULT_KINDS = (
     "reset",  # TCP reset without any response
     "close",  # connection closed without any response
     "not_json",  # 200 with a body that is not JSON at all
+    "not_completion",  # 200 with JSON that is not a chat completion (`body`, else an error object)
     "bad_schema",  # a chat completion whose content is JSON that breaks the schema
     "length",  # finish_reason "length" with truncated content
     "empty_choices",  # a chat completion with choices == []
 )
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{3,}")
+_DEFINED = re.compile(r"\b(?:def|class|func|function|fn|struct|interface)\s+([A-Za-z_][A-Za-z0-9_]*)\b")
 _FALLBACK_WORDS = ["module", "function", "value", "result", "request", "handler"]
 _FENCED = re.compile(r"```[^\n]*\n(.*?)```", re.DOTALL)
 # Words of the language, not of the project: a reply about the code names the project's identifiers.
@@ -236,6 +238,9 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "not_json":
             self._send(200, (fault.body or "<html>upstream proxy error</html>").encode(), "text/html")
             return True
+        if kind == "not_completion":
+            self._send(200, (fault.body or '{"object": "error", "message": "overloaded"}').encode(), "application/json")
+            return True
         return False
 
     def _chat(self, request: dict[str, Any], fault: Fault | None) -> None:
@@ -319,7 +324,8 @@ def _words(messages: list[dict[str, Any]]) -> list[str]:
             content = str(message.get("content", ""))
             code = _NOT_CODE.sub(" ", "\n".join(_FENCED.findall(content)))
             found = [w for w in dict.fromkeys(_WORD.findall(code or content)) if w not in _COMMON]
-            defined = [w for w in found if re.search(rf"\b(?:def|class|func|function|fn|struct|interface)\s+{w}\b", code)]
+            defined_names = set(_DEFINED.findall(code))  # one pass: a regex per word cost the bench server 4 ms a request
+            defined = [w for w in found if w in defined_names]
             shaped = [w for w in found if "_" in w.strip("_") or any(c.isupper() for c in w[1:])]
             return list(dict.fromkeys(defined + shaped + found)) or _FALLBACK_WORDS
     return _FALLBACK_WORDS

@@ -218,6 +218,37 @@ def test_bad_reply_is_a_generation_error_without_retry(scripted_server: Scripted
     assert len(scripted_server.chat_requests) == 2
 
 
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ('{"object": "error", "message": "overloaded"}', "malformed response (not a chat completion)"),
+        ("[1, 2]", "malformed response (not a chat completion)"),
+        ('{"choices": [null]}', "empty reply"),
+        ('{"choices": [{"message": {"content": 42}}]}', "empty reply"),
+        ('{"choices": [{"message": null, "finish_reason": "length"}]}', "finish_reason=length"),
+    ],
+)
+def test_json_that_is_not_a_chat_completion_is_a_generation_error(scripted_server: ScriptedServer, body: str,
+                                                                  reason: str) -> None:
+    scripted_server.add_faults(Fault("not_completion", body=body))
+    llm = backend_for(scripted_server, response_format="json_schema")
+
+    with pytest.raises(GenerationError) as caught:
+        llm.complete(MESSAGES, SCHEMA, PARAMS)
+    assert caught.value.reason.startswith(reason)
+
+
+def test_usage_and_model_are_read_from_the_reply(scripted_server: ScriptedServer) -> None:
+    body = json.dumps({"model": "served-model", "usage": {"prompt_tokens": 7, "completion_tokens": "many"},
+                       "choices": [{"message": {"role": "assistant", "content": "{}"}, "finish_reason": None}]})
+    scripted_server.add_faults(Fault("not_completion", body=body))
+
+    completion = backend_for(scripted_server, response_format="json_schema").complete(MESSAGES, SCHEMA, PARAMS)
+
+    assert (completion.text, completion.model, completion.finish_reason) == ("{}", "served-model", "stop")
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (7, 0)
+
+
 def test_schema_breaking_json_is_returned_for_the_caller_to_judge(scripted_server: ScriptedServer) -> None:
     scripted_server.add_faults("bad_schema")
     completion = backend_for(scripted_server).complete(MESSAGES, SCHEMA, PARAMS)

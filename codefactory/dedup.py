@@ -11,6 +11,7 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 
@@ -246,26 +247,42 @@ def _signatures(unique: Sequence[tuple[Candidate, str]], signatures: MutableMapp
 
     values = np.empty((len(unique), NUM_PERM), dtype=np.uint64)
     if isinstance(signatures, KeptSignatures):
-        missing = signatures.gather([(c.id, f"{SCHEME}:{d}") for c, d in unique], values)
+        missing = signatures.gather([(c.id, signature_key(d)) for c, d in unique], values)
     else:
         missing = []
         for position, (candidate, digest) in enumerate(unique):
             known = signatures.get(candidate.id) if signatures is not None else None
-            if known is not None and known[0] == f"{SCHEME}:{digest}":
+            if known is not None and known[0] == signature_key(digest):
                 values[position] = known[1]
             else:
                 missing.append(position)
-    if missing:
-        # datasketch pulls in scipy (~0.4 s): imported only when there is something new to hash.
-        from datasketch import MinHash
-
-        # The permutations depend only on the seed: drawn once, shared by every new signature.
-        template = MinHash(num_perm=NUM_PERM, seed=_SEED, scheme=SCHEME)
-        for position in missing:
-            candidate, digest = unique[position]
-            signature = MinHash(num_perm=NUM_PERM, seed=_SEED, permutations=template.permutations, scheme=SCHEME)
-            signature.update_batch([g.encode("utf-8") for g in sorted(_grams(normalised(candidate)))])
-            values[position] = signature.hashvalues
-            if signatures is not None:
-                signatures[candidate.id] = (f"{SCHEME}:{digest}", signature.hashvalues)
+    for position in missing:
+        candidate, digest = unique[position]
+        values[position] = minhash_values(normalised(candidate))
+        if signatures is not None:
+            signatures[candidate.id] = (signature_key(digest), values[position])
     return values
+
+
+def signature_key(digest: str) -> str:
+    """What a signature of the text with this digest is kept under: `signatures`' "scheme:digest"."""
+    return f"{SCHEME}:{digest}"
+
+
+def minhash_values(normalised: str) -> Any:
+    """The MinHash hash values of a normalised text, as `deduplicate` compares them."""
+    from datasketch import MinHash
+
+    signature = MinHash(num_perm=NUM_PERM, seed=_SEED, permutations=minhash_permutations(), scheme=SCHEME)
+    signature.update_batch([g.encode("utf-8") for g in sorted(_grams(normalised))])
+    return signature.hashvalues
+
+
+@lru_cache(maxsize=1)
+def minhash_permutations() -> Any:
+    """The permutations every signature shares (they depend only on the seed): drawn once per process.
+
+    datasketch pulls in scipy (~0.4 s): imported only when there is something new to hash."""
+    from datasketch import MinHash
+
+    return MinHash(num_perm=NUM_PERM, seed=_SEED, scheme=SCHEME).permutations

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from codefactory import __version__
 from codefactory.cache import cache_key
-from codefactory.dedup import Candidate, deduplicate, normalise, text_digest
+from codefactory.dedup import (Candidate, deduplicate, minhash_permutations, minhash_values, normalise,
+                               signature_key, text_digest)
 from codefactory.errors import ConfigError
 from codefactory.fileio import atomic_write_text
 from codefactory.grounding import (RepoIndex, Scene1Citations, identifiers_in, meaningful, scene1_citations,
@@ -30,12 +31,14 @@ from codefactory.quality_cache import FactStore, SignatureStore
 from codefactory.sft import to_sft
 from codefactory.store import SCENES, DatasetStore, LiveSet
 from codefactory.validate import text_fields, validate
-from codefactory.workers import paused_gc
+from codefactory.workers import fork_map, paused_gc, worker_count
 
 if TYPE_CHECKING:
     from codefactory.pipeline import Snapshot, Workspace
 
 QUALITY_FILE = "quality.json"
+# Below this many Scene-1 samples to check, forking workers does not pay (~0.6 ms of CPU a sample).
+PARALLEL_MIN_SAMPLES = 1500
 
 
 @dataclass(frozen=True)
@@ -146,14 +149,17 @@ class Facts(NamedTuple):  # a tuple: a run rebuilds one per live sample from its
                    judge, digest, language)
 
 
-def scene1_facts(sample: Sample, settings: QualitySettings) -> Facts:
+def scene1_facts(sample: Sample, settings: QualitySettings, normalised: str | None = None) -> Facts:
+    """`normalised`: normalise(dedup_text(sample)), when the caller has it already."""
     content = sample.content
     code = sample.input.get("code", "")
     code_names, known = _chunk_names(code)  # known: what the trace should name, the chunk's identifiers
+    if normalised is None:
+        normalised = normalise(dedup_text(sample))
     return Facts(validate(sample, min_trace_steps=settings.min_trace_steps, known=known),
                  scene1_citations(str(content.get("question", "")), str(content.get("answer", "")), code,
                                   code_names=code_names),
-                 _judge_score(sample), text_digest(normalise(dedup_text(sample))), sample.source.get("language", ""))
+                 _judge_score(sample), text_digest(normalised), sample.source.get("language", ""))
 
 
 @lru_cache(maxsize=256)
@@ -283,27 +289,53 @@ def _assess_dataset(ws: "Workspace", store: DatasetStore, commit: str, snapshot:
         kept = facts.load()
         items: list[_Item] = []
         rows: dict[str, list[Any]] = {}  # id -> [line checksum, facts row], as FactStore keeps them
+        fresh: list[tuple[int, str, str]] = []  # (position in items, id, checksum) of Scene-1 samples to check
         for scene, sample_id, checksum in lines:
             entry = kept.get(sample_id) if scene == "scene1" else None
             known = Facts.from_row(entry[1]) if entry is not None and entry[0] == checksum else None
             # entry is never None when known isn't: said again so that rows keeps FactStore's type
             if known is not None and entry is not None \
                     and (live.moved.get(sample_id) or {}).get("language", known.language) == known.language:
-                item = _Item(sample_id, scene, partial(_text_of, store, live, scene, sample_id), known)
                 rows[sample_id] = entry
+            elif scene == "scene1":
+                fresh.append((len(items), sample_id, checksum))
+                known = None
             else:
-                item = _Item.of(_parse(store, live, scene, sample_id), settings)
-                if item.facts is not None:
-                    rows[sample_id] = [checksum, item.facts.to_row()]
-            items.append(item)
+                items.append(_Item.of(_parse(store, live, scene, sample_id), settings))
+                continue
+            items.append(_Item(sample_id, scene, partial(_text_of, store, live, scene, sample_id), known))
         signatures = SignatureStore(ws)
-        assessment = _decide(items, repo_index(ws, commit, snapshot, base), settings, signatures.load(),
+        kept_signatures = signatures.load()
+        for (at, sample_id, checksum), (found, values) in zip(fresh, _scene1_facts_of(
+                store, live, [i for _, i, _ in fresh], settings)):
+            items[at].facts = found
+            rows[sample_id] = [checksum, found.to_row()]
+            kept_signatures[sample_id] = (signature_key(found.digest), values)
+        assessment = _decide(items, repo_index(ws, commit, snapshot, base), settings, kept_signatures,
                              partial(_texts_of, store))
         signatures.save({item.id for item in items})
         facts.save(rows)
     # One C-encoded string, not the indented stream: quality.json is rewritten on every run.
     atomic_write_text(store.out / QUALITY_FILE, json.dumps(assessment.to_dict(), ensure_ascii=False) + "\n")
     return assessment
+
+
+def _scene1_facts_of(store: DatasetStore, live: LiveSet, sample_ids: Sequence[str],
+                     settings: QualitySettings) -> list[tuple[Facts, Any]]:
+    """The facts and MinHash values of these Scene-1 samples, read from their raw-log lines: in worker
+    processes when there are many (a first build, a lost cache), since that is CPU work for every core."""
+    def one(i: int) -> tuple[Facts, Any]:
+        sample = _parse(store, live, "scene1", sample_ids[i])
+        normalised = normalise(dedup_text(sample))
+        return scene1_facts(sample, settings, normalised), minhash_values(normalised)
+
+    # Equal sizes keep the samples in log order within each worker's batches: the samples of one reply stay
+    # together for _chunk_names' cache.
+    sizes = [1] * len(sample_ids)
+    workers = worker_count(sizes, None, PARALLEL_MIN_SAMPLES)
+    if sample_ids:
+        minhash_permutations()  # before forking: each worker would import datasketch and draw them again
+    return fork_map(one, sizes, workers) if workers > 1 else [one(i) for i in range(len(sizes))]
 
 
 def _live_lines(store: DatasetStore, live: LiveSet) -> list[tuple[str, str, str]]:

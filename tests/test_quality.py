@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from codefactory import pipeline
+from codefactory import pipeline, quality
 from codefactory import dedup
 from codefactory.dedup import Candidate, deduplicate, normalise
 from codefactory.grounding import RepoIndex, identifiers_in, scene1_flags
 from codefactory.models import Sample, SourceFile
 from codefactory.quality import QualitySettings, assess
+from codefactory.quality_cache import quality_cache_dir
 from codefactory.store import DatasetStore
 from codefactory.summary import describe_report, describe_stats
 from codefactory.validate import check_placeholder, check_restates_code, reasoning_steps
+from codefactory.workers import fork_map
 from tests.planted import PLANTED, billing_repo, ids_by_question, read_jsonl, responder, workspace
 from tests.servers import ScriptedServer
 
@@ -100,6 +104,35 @@ def test_rebuild_is_byte_identical_and_flagged_samples_can_be_kept(billing: Path
     pipeline.rebuild_dataset(workspace(billing, scripted_server, **{"quality.enabled": False}), store,
                              source_commit=commit)
     assert len(read_jsonl(out / "combined_sft.jsonl")) == sum(1 for _ in store.live().ids())
+
+
+def test_facts_checked_in_worker_processes_give_the_same_verdicts(
+        billing: Path, scripted_server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    build(billing, scripted_server)
+    scripted_server.stop()
+    out = billing / "data"
+    ws = workspace(billing, scripted_server)
+    commit = DatasetStore(out).manifest()["source_commit"]
+    names = ("combined_sft.jsonl", "quality.json")
+
+    def rebuilt() -> dict[str, bytes]:
+        shutil.rmtree(quality_cache_dir(ws))  # no kept facts or signatures: every sample is checked
+        (out / "quality.json").unlink()
+        pipeline.rebuild_dataset(ws, DatasetStore(out), source_commit=commit)
+        return {n: (out / n).read_bytes() for n in names}
+
+    serial = rebuilt()
+    forked: list[int] = []
+
+    def spy(job: Any, sizes: Any, workers: int) -> Any:
+        forked.append(workers)
+        return fork_map(job, sizes, workers)
+
+    monkeypatch.setattr(quality, "worker_count", lambda *_: 2)
+    monkeypatch.setattr(quality, "fork_map", spy)
+    assert rebuilt() == serial
+    assert forked == [2]
+    assert json.loads(serial["quality.json"])["counts"]["dropped"] > 0
 
 
 def test_dedup_keeps_the_better_grounded_sample_deterministically() -> None:

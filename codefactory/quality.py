@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from codefactory import __version__
 from codefactory.cache import cache_key
-from codefactory.dedup import (Candidate, deduplicate, minhash_permutations, minhash_values, normalise,
-                               signature_key, text_digest)
+from codefactory.dedup import Candidate, deduplicate, minhash_values, normalise, signature_key, text_digest
 from codefactory.errors import ConfigError
 from codefactory.fileio import atomic_write_text
 from codefactory.grounding import (RepoIndex, Scene1Citations, identifiers_in, meaningful, scene1_citations,
@@ -333,8 +332,6 @@ def _scene1_facts_of(store: DatasetStore, live: LiveSet, sample_ids: Sequence[st
     # together for _chunk_names' cache.
     sizes = [1] * len(sample_ids)
     workers = worker_count(sizes, None, PARALLEL_MIN_SAMPLES)
-    if sample_ids:
-        minhash_permutations()  # before forking: each worker would import datasketch and draw them again
     return fork_map(one, sizes, workers) if workers > 1 else [one(i) for i in range(len(sizes))]
 
 

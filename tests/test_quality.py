@@ -201,6 +201,28 @@ def test_default_lsh_bands_are_the_ones_datasketch_picks() -> None:
     assert dedup._BANDS[round(threshold, 6)] == (lsh.b, lsh.r)
 
 
+@pytest.mark.parametrize("text", [
+    "", "one", "how does the ledger post a refund", "the same words the same words " * 40,
+    "ünïcödé ß naïve café 東京 emoji 🎉 text", " ".join(f"w{i}" for i in range(3000)),
+])
+def test_minhash_values_are_datasketchs(text: str) -> None:
+    from datasketch import MinHash
+
+    normalised = normalise(text)
+    expected = MinHash(num_perm=dedup.NUM_PERM, seed=dedup._SEED, scheme=dedup.SCHEME)
+    expected.update_batch([g.encode("utf-8") for g in dedup._grams(normalised)])
+    values = dedup.minhash_values(normalised)
+    assert values.dtype == expected.hashvalues.dtype
+    assert values.tolist() == expected.hashvalues.tolist()
+
+
+def test_hashing_new_texts_does_not_import_datasketch() -> None:
+    code = ("import sys; from codefactory import dedup; dedup.minhash_values('a few words to hash'); "
+            "print('datasketch' in sys.modules, 'scipy' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "False"]
+
+
 def test_check_helpers() -> None:
     assert reasoning_steps("First a is read. Then b is set; finally c returns the result.") == 3
     assert reasoning_steps("It does it.") == 1 and reasoning_steps("Done. Yes.") == 0

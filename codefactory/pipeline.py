@@ -26,7 +26,7 @@ from codefactory.llm import LLM, GenerationParams, LLMSettings, bundled_model_pa
 from codefactory.lock import output_lock
 from codefactory.models import Chunk, Sample
 from codefactory.prompts import load_prompt
-from codefactory.quality import assess_dataset, read_quality, sft_record
+from codefactory.quality import Assessment, assess_dataset, read_quality, sft_record
 from codefactory.scan import ScanResult, scan, select
 from codefactory.scene1 import Scene1Job, plan_scene1, rank_chunks
 from codefactory.scene1 import samples_from_reply as scene1_samples
@@ -289,10 +289,10 @@ def run_generation(
         if ws.config["judge.enabled"]:
             report.judge = judge_live(ws, store, snapshot.commit)
             report.stats.failures.extend(report.judge.failures)  # unjudged samples: the next run asks again
-        rebuild_dataset(ws, store, source_commit=snapshot.commit, model=model, snapshot=snapshot,
-                        base_commit=from_commit)
+        assessment = rebuild_dataset(ws, store, source_commit=snapshot.commit, model=model, snapshot=snapshot,
+                                     base_commit=from_commit)
         store.keep_indexes()  # for the next run, which then indexes only what it appends
-        report.quality = (read_quality(store.out) or {}).get("counts", {})
+        report.quality = assessment.counts()  # what quality.json records
         report.outputs = [store.out / f for f in ("scene1_sft.jsonl", "scene2_sft.jsonl", "combined_sft.jsonl")]
         return report
     finally:
@@ -344,9 +344,10 @@ def _slot(sample: Sample) -> tuple[str, str]:
 
 
 def rebuild_dataset(ws: Workspace, store: DatasetStore, *, source_commit: str, model: str | None = None,
-                    snapshot: Snapshot | None = None, base_commit: str | None = None) -> dict[str, int]:
-    """Render the SFT files. `snapshot` (what this run scanned at `source_commit`, incremental from
-    `base_commit` when partial) spares quality assessment a scan of its own."""
+                    snapshot: Snapshot | None = None, base_commit: str | None = None) -> Assessment:
+    """Render the SFT files; the quality verdicts they follow are returned (and in quality.json). `snapshot`
+    (what this run scanned at `source_commit`, incremental from `base_commit` when partial) spares quality
+    assessment a scan of its own."""
     c = ws.config
     system_prompt = c["sft.system_prompt"].replace("{repo}", ws.repo.name)
     backend, configured = ws.backend_and_model
@@ -370,7 +371,8 @@ def rebuild_dataset(ws: Workspace, store: DatasetStore, *, source_commit: str, m
     }
     # A verdict changed for a sample the changelog does not name (a better duplicate arrived, a judge score,
     # the repository): the SFT files cannot be patched this time, so they are rendered in full.
-    return store.rebuild(convert, manifest, full=assessment.changed_since(previous))
+    store.rebuild(convert, manifest, full=assessment.changed_since(previous))
+    return assessment
 
 
 def _write_dry_run(ws: Workspace, report: RunReport, requests: Sequence[Request], cache: ReplyCache) -> None:

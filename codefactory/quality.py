@@ -296,10 +296,10 @@ def _assess_dataset(ws: "Workspace", store: DatasetStore, commit: str, snapshot:
             if known is not None and entry is not None \
                     and (live.moved.get(sample_id) or {}).get("language", known.language) == known.language:
                 rows[sample_id] = entry
-            elif scene == "scene1":
+            elif scene == "scene1":  # its facts are worked out below, with the other new ones at once
                 fresh.append((len(items), sample_id, checksum))
                 known = None
-            else:
+            else:  # Scene-2: few, and assessed whole every run
                 items.append(_Item.of(_parse(store, live, scene, sample_id), settings))
                 continue
             items.append(_Item(sample_id, scene, partial(_text_of, store, live, scene, sample_id), known))

@@ -293,16 +293,16 @@ def _assess_dataset(ws: "Workspace", store: DatasetStore, commit: str, snapshot:
             entry = kept.get(sample_id) if scene == "scene1" else None
             known = Facts.from_row(entry[1]) if entry is not None and entry[0] == checksum else None
             # entry is never None when known isn't: said again so that rows keeps FactStore's type
+            text = partial(_text_of, store, live, scene, sample_id)
             if known is not None and entry is not None \
                     and (live.moved.get(sample_id) or {}).get("language", known.language) == known.language:
                 rows[sample_id] = entry
+                items.append(_Item(sample_id, scene, text, known))
             elif scene == "scene1":  # its facts are worked out below, with the other new ones at once
                 fresh.append((len(items), sample_id, checksum))
-                known = None
+                items.append(_Item(sample_id, scene, text))
             else:  # Scene-2: few, and assessed whole every run
                 items.append(_Item.of(_parse(store, live, scene, sample_id), settings))
-                continue
-            items.append(_Item(sample_id, scene, partial(_text_of, store, live, scene, sample_id), known))
         signatures = SignatureStore(ws)
         kept_signatures = signatures.load()
         for (at, sample_id, checksum), (found, values) in zip(fresh, _scene1_facts_of(

@@ -9,6 +9,7 @@ samples it supersedes, the SFT rebuild), so it pays for one pass instead of one 
 
 from __future__ import annotations
 
+import io
 import json
 import marshal
 import os
@@ -127,8 +128,7 @@ class RawLogIndex:
         if self._identity is None and offset == 0:  # the log this process has just started
             self._identity = identity
         if identity == self._identity and status.st_size == offset + len(data):
-            lines = data.split(b"\n")  # as iterating over the file gives them: split at b"\n" alone
-            self._take([line + b"\n" for line in lines[:-1]] + [lines[-1]])
+            self._take(io.BytesIO(data))  # its lines as iterating over the file gives them
 
     def _take(self, lines: Iterable[bytes]) -> None:
         """Index lines that follow the ones indexed so far."""

@@ -9,6 +9,7 @@ proposals; the full run verifies that by really rebuilding with an empty cache.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import statistics
 import subprocess
@@ -152,7 +153,7 @@ def measure_one_file_commit(corpus: Corpus, server: LoopbackLLM, scratch: Path, 
     # facts and MinHash signatures of the live samples), which a copy of `data` under a new path does not.
     for attempt in range(repeats + 1):
         shutil.rmtree(out, ignore_errors=True)
-        shutil.copytree(data, out)
+        _copy_at_rest(data, out)
         ws = workspace(corpus.root, server.base_url, out)
         reset_cache(corpus.root)  # the edited function's reply must be asked for, every time
         # Each repeat patches the head's index summary and reads it from disk, as a new process does.
@@ -178,7 +179,7 @@ def measure_one_file_commit(corpus: Corpus, server: LoopbackLLM, scratch: Path, 
         sent = server.stats()
         if cli:  # as the pre-push hook runs it: interpreter start and imports included
             shutil.rmtree(out)
-            shutil.copytree(data, out)
+            _copy_at_rest(data, out)
             reset_cache(corpus.root)
             started = time.perf_counter()
             subprocess.run([sys.executable, "-m", "codefactory", "--repo", str(corpus.root), "--out", str(out),
@@ -204,9 +205,14 @@ def measure_one_file_commit(corpus: Corpus, server: LoopbackLLM, scratch: Path, 
     return row, detail
 
 
-def _clean_env() -> dict[str, str]:
-    import os
+def _copy_at_rest(data: Path, out: Path) -> None:
+    """A copy of the dataset as a hook finds it: on disk. Without the sync the run would flush the copy's
+    130 MB of dirty pages (its fsync of the raw log it appends to, the kernel's writeback meanwhile)."""
+    shutil.copytree(data, out)
+    os.sync()
 
+
+def _clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CODEFACTORY_") and k not in
            ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"

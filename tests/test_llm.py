@@ -7,6 +7,7 @@ bundled SmolLM2 model in-process and behind a real `llama_cpp.server`.
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -277,6 +278,22 @@ def test_api_key_never_appears_in_messages_or_reprs(scripted_server: ScriptedSer
     assert "rejected the API key" in rejected.value.args[0]
     assert scripted_server.requests[0].headers["authorization"] == f"Bearer {SECRET}"  # it was sent, though
     assert all(SECRET not in text and "SECRET0123" not in text for text in seen), seen
+
+
+def test_a_plain_http_endpoint_loads_no_certificate_authorities(scripted_server: ScriptedServer,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded: list[object] = []
+    load = ssl.SSLContext.load_verify_locations
+
+    def recording(context: ssl.SSLContext, *args: object, **kwargs: object) -> None:
+        loaded.append(args or kwargs)
+        load(context, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", recording)
+    completion = backend_for(scripted_server).complete(MESSAGES, SCHEMA, PARAMS)
+    assert json.loads(completion.text) and not loaded
+    OpenAIBackend(LLMSettings(base_url="https://127.0.0.1:9/v1", model="m"))
+    assert loaded  # an https endpoint's certificate is checked against the CA bundle, as the SDK does it
 
 
 def test_check_on_a_closed_port_names_the_url() -> None:

@@ -77,14 +77,17 @@ _BANDS: dict[float, tuple[int, int]] = {0.56: (21, 6)}  # 0.8 (the default) × L
 
 def deduplicate(candidates: Sequence[Candidate], threshold: float,
                 signatures: MutableMapping[str, tuple[str, Any]] | None = None,
-                read: Callable[[Sequence[str]], Mapping[str, str]] | None = None) -> dict[str, tuple[str, str]]:
+                read: Callable[[Sequence[str]], Mapping[str, str]] | None = None,
+                similarities: MutableMapping[tuple[str, str], float] | None = None) -> dict[str, tuple[str, str]]:
     """{dropped id: (reason, detail)} for candidates given best first; the first of each group is kept.
 
     `duplicate`: the same normalised text. `near_duplicate`: word-shingle Jaccard similarity at or
     above `threshold` (LSH finds the candidates, the exact Jaccard decides). `signatures` ({id: (text
     "scheme:digest", MinHash hash values)}, kept by the caller between runs) spares hashing texts seen before;
     entries for new or changed texts are added to it. `read(ids)`: the texts of candidates given lazily, many
-    at once, used for those LSH pairs (one pass over their source instead of one read each).
+    at once, used for those LSH pairs (one pass over their source instead of one read each). `similarities`
+    ({(digest, digest): Jaccard similarity}, the smaller digest first, kept by the caller between runs) spares
+    reading and comparing the texts of pairs compared before; the pairs compared now are added to it.
     """
     import numpy as np
 
@@ -126,27 +129,60 @@ def deduplicate(candidates: Sequence[Candidate], threshold: float,
         shared |= np.bincount(groups[:, band])[groups[:, band]] > 1
 
     paired = np.flatnonzero(shared).tolist()
-    lazy = [unique[p][0].id for p in paired if callable(unique[p][0].text) and unique[p][0].id not in texts]
+    rows_of = {position: groups[position].tolist() for position in paired}
+    known = similarities if similarities is not None else {}
+    lazy = [unique[p][0].id for p in _texts_to_compare(paired, rows_of, unique, known)
+            if callable(unique[p][0].text) and unique[p][0].id not in texts]
     if read is not None and lazy:
         texts.update((i, normalise(text)) for i, text in read(lazy).items())
+    at = {unique[p][0].id: p for p in paired}
+    grams_of: dict[str, set[str]] = {}  # shingles, made only for pairs compared for the first time
+
+    def similarity(a: int, b: int) -> float:
+        (first, first_digest), (second, second_digest) = unique[a], unique[b]
+        key = (first_digest, second_digest) if first_digest < second_digest else (second_digest, first_digest)
+        if key not in known:
+            known[key] = jaccard(_shingles_of(first.id, normalised(first), grams_of),
+                                 _shingles_of(second.id, normalised(second), grams_of))
+        return known[key]
+
     kept_in: list[dict[int, list[str]]] = [{} for _ in range(bands)]  # per band: group -> kept ids
-    grams_of: dict[str, set[str]] = {}  # shingles, made only for pairs LSH proposes
     for position in paired:
         candidate = unique[position][0]
-        row = groups[position].tolist()
+        row = rows_of[position]
         others = sorted({other for band, group in enumerate(row) for other in kept_in[band].get(group, ())})
         best: tuple[float, str] | None = None
         for other in others:
-            similarity = jaccard(_shingles_of(candidate.id, normalised(candidate), grams_of), grams_of[other])
-            if similarity >= threshold and (best is None or similarity > best[0]):
-                best = (similarity, other)
+            value = similarity(position, at[other])
+            if value >= threshold and (best is None or value > best[0]):
+                best = (value, other)
         if best is not None:
             dropped[candidate.id] = ("near_duplicate", f"{best[0]:.2f} similar to {best[1]}")
             continue
-        _shingles_of(candidate.id, normalised(candidate), grams_of)
         for band, group in enumerate(row):
             kept_in[band].setdefault(group, []).append(candidate.id)
     return dropped
+
+
+def _texts_to_compare(paired: Sequence[int], rows_of: Mapping[int, list[int]],
+                      unique: Sequence[tuple[Candidate, str]], known: Mapping[tuple[str, str], float]) -> list[int]:
+    """The paired positions whose text a comparison may need: those sharing a band group with another
+    position whose similarity to them is not known yet (more than are compared: which are depends on the
+    verdicts, but one batched read beats reading the rest one by one)."""
+    members: dict[tuple[int, int], list[int]] = {}
+    for position in paired:
+        for band, group in enumerate(rows_of[position]):
+            members.setdefault((band, group), []).append(position)
+    needed: set[int] = set()
+    for positions in members.values():
+        for i, a in enumerate(positions):
+            for b in positions[i + 1:]:
+                if a in needed and b in needed:
+                    continue
+                first, second = unique[a][1], unique[b][1]
+                if (first, second) not in known and (second, first) not in known:
+                    needed.update((a, b))
+    return sorted(needed)
 
 
 def _equal_rows(block: Any) -> Any:

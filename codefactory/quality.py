@@ -194,14 +194,15 @@ def assess(samples: Sequence[Sample], index: RepoIndex, settings: QualitySetting
 
 def _decide(items: Sequence[_Item], index: RepoIndex, settings: QualitySettings,
             signatures: MutableMapping[str, tuple[str, Any]] | None,
-            read: Callable[[Sequence[str]], Mapping[str, str]] | None = None) -> Assessment:
+            read: Callable[[Sequence[str]], Mapping[str, str]] | None = None,
+            similarities: MutableMapping[tuple[str, str], float] | None = None) -> Assessment:
     verdicts = {item.id: _verdict(item, index, settings) for item in items}
     order = {item.id: i for i, item in enumerate(items)}
     survivors = [item for item in items if verdicts[item.id].dropped is None]
     # Best first: better grounded, then better judged, then the older sample (stable across versions).
     survivors.sort(key=lambda i: (-verdicts[i.id].grounding, -(verdicts[i.id].judge or 0.0), order[i.id]))
     duplicates = deduplicate([Candidate(i.id, i.scene, i.text, i.facts.digest if i.facts else None)
-                              for i in survivors], settings.near_duplicate_threshold, signatures, read)
+                              for i in survivors], settings.near_duplicate_threshold, signatures, read, similarities)
     for sample_id, (reason, detail) in duplicates.items():
         verdicts[sample_id].dropped, verdicts[sample_id].detail = reason, detail
     return Assessment(verdicts, settings)
@@ -311,7 +312,7 @@ def _assess_dataset(ws: "Workspace", store: DatasetStore, commit: str, snapshot:
             rows[sample_id] = [checksum, found.to_row()]
             kept_signatures[sample_id] = (signature_key(found.digest), values)
         assessment = _decide(items, repo_index(ws, commit, snapshot, base), settings, kept_signatures,
-                             partial(_texts_of, store))
+                             partial(_texts_of, store), signatures.similarities)
         signatures.save({item.id for item in items})
         facts.save(rows)
     # One C-encoded string, not the indented stream: quality.json is rewritten on every run.

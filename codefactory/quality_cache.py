@@ -7,7 +7,8 @@ byte-identical either way. The repository index of recent commits is kept by ind
 * Scene-1 facts (quality.Facts) are kept per sample id with the checksum of the raw-log line they were
   taken from, so a kept sample is neither parsed nor checked again while its line is the same.
 * MinHash signatures (dedup.py) are kept per sample id with the digest of the normalised text they hash;
-  a signature is used only while that digest matches, so only new or changed texts are hashed.
+  a signature is used only while that digest matches, so only new or changed texts are hashed. With them,
+  the similarity of each pair of texts LSH proposed, by the two digests: only new pairs are compared.
 
 Both follow one dataset (`per_dataset`). Facts and index summaries are marshal files stamped with their
 format and the Python version.
@@ -59,14 +60,18 @@ def per_dataset(ws: "Workspace", name: str) -> Path:
 
 
 class SignatureStore:
-    """MinHash hash values per sample id and text digest (dedup.py), so only new texts are hashed.
+    """MinHash hash values per sample id and text digest (dedup.py), so only new texts are hashed, and the
+    similarities of the pairs LSH proposed, by their texts' digests, so only new pairs are read and compared.
 
-    Stored as plain arrays (numpy, no pickle): ids, digests and a (samples × permutations) matrix."""
+    Stored as plain arrays (numpy, no pickle): ids, digests and a (samples × permutations) matrix; the
+    digests of each pair and their similarities."""
 
     def __init__(self, ws: "Workspace") -> None:
         self.path = per_dataset(ws, SIGNATURES_FILE)
         self.entries = KeptSignatures()
+        self.similarities: dict[tuple[str, str], float] = {}
         self._read: dict[str, str] = {}  # id -> digest, as loaded
+        self._pairs_read = 0
 
     def load(self) -> KeptSignatures:
         import numpy as np  # datasketch's own dependency; loaded only when dedup runs
@@ -76,22 +81,31 @@ class SignatureStore:
                 ids, digests = data["ids"].tolist(), data["digests"].tolist()
                 self.entries = KeptSignatures(ids, digests, data["values"])
                 self._read = dict(zip(ids, digests))
+                pairs = data["pairs"].tolist() if "pairs" in data else []  # files kept before pairs were
+                self.similarities = dict(zip(map(tuple, pairs), data["similarities"].tolist() if pairs else []))
+                self._pairs_read = len(self.similarities)
         except (OSError, ValueError, KeyError):
-            self.entries, self._read = KeptSignatures(), {}  # missing or damaged: hashed again
+            self.entries, self.similarities, self._read = KeptSignatures(), {}, {}  # missing or damaged: redone
         return self.entries
 
     def save(self, live: Collection[str]) -> None:
-        """Keep the signatures of `live` samples only, so the file follows the dataset's size."""
+        """Keep the signatures of `live` samples only, and the similarities of pairs of their texts, so the
+        file follows the dataset's size."""
         import numpy as np
 
         kept = sorted(i for i in self.entries if i in live)
-        if len(kept) == len(self._read) and all(self._read.get(i) == self.entries.digest(i) for i in kept):
-            return  # nothing new: no write
+        digests = [self.entries.digest(i) for i in kept]
+        texts = {key.partition(":")[2] for key in digests}  # "scheme:digest" -> digest (dedup.signature_key)
+        pairs = sorted(pair for pair in self.similarities if pair[0] in texts and pair[1] in texts)
+        if len(kept) == len(self._read) and all(self._read.get(i) == d for i, d in zip(kept, digests)) \
+                and len(pairs) == len(self.similarities) == self._pairs_read:
+            return  # nothing new: no write (a pair is only ever added, so equal counts mean equal pairs)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp.npz")
-            np.savez(temp, ids=np.array(kept, dtype=str), digests=np.array([self.entries.digest(i) for i in kept],
-                                                                            dtype=str), values=self.entries.matrix(kept))
+            np.savez(temp, ids=np.array(kept, dtype=str), digests=np.array(digests, dtype=str),
+                     values=self.entries.matrix(kept), pairs=np.array(pairs, dtype=str).reshape(-1, 2),
+                     similarities=np.array([self.similarities[p] for p in pairs], dtype=np.float64))
             os.replace(temp, self.path)
         except OSError:
             pass  # a read-only checkout: the next run hashes again

@@ -14,6 +14,7 @@ import json
 import marshal
 import os
 import sys
+import time
 import zlib
 from collections.abc import Collection, Iterable, Iterator, KeysView, Mapping
 from pathlib import Path
@@ -28,6 +29,7 @@ _MARKERS = {key: f'"{key}":"'.encode() for key in INDEXED}
 _ID_PREFIX = '{"id":"'
 _ID_PREFIX_BYTES = _ID_PREFIX.encode()
 _KEPT_FORMAT = f"1/{marshal.version}/{sys.version_info[0]}.{sys.version_info[1]}"  # marshal is per Python
+_SETTLED_NS = 100_000_000  # well over any file system's timestamp granularity (ext4, xfs: a clock tick)
 
 
 class RawLogIndex:
@@ -102,7 +104,7 @@ class RawLogIndex:
         identity = (status.st_dev, status.st_ino)
         if not self._restored:
             self._restored = True
-            self._restore(identity)
+            self._restore(status)
         if identity != self._identity or status.st_size < self._end:
             self._reset(identity)
         if status.st_size > self._end:
@@ -141,17 +143,20 @@ class RawLogIndex:
             crc = zlib.crc32(line, crc)
         self._end, self._crc = offset, crc
 
-    def _restore(self, identity: tuple[int, int]) -> None:
-        """Take up the index a previous run kept, if the log still starts with the bytes it indexed (checked
-        by their crc: reading them again costs a fraction of indexing them)."""
+    def _restore(self, status: os.stat_result) -> None:
+        """Take up the index a previous run kept, if the log still starts with the bytes it indexed: checked by
+        their crc (reading them again costs a fraction of indexing them), unless the file is exactly as `keep`
+        saw it (same inode, size and modification time, as make and git judge files)."""
         assert self.kept is not None
+        identity = (status.st_dev, status.st_ino)
         try:
             data = marshal.loads(self.kept.read_bytes())
             if data["format"] != _KEPT_FORMAT:
                 return
-            with open(self.path, "rb") as handle:
-                if zlib.crc32(handle.read(data["end"])) != data["crc"] or handle.tell() != data["end"]:
-                    return
+            if data.get("stat") != [*identity, status.st_size, status.st_mtime_ns]:
+                with open(self.path, "rb") as handle:
+                    if zlib.crc32(handle.read(data["end"])) != data["crc"] or handle.tell() != data["end"]:
+                        return
             self._identity, self._end, self._crc = identity, data["end"], data["crc"]
             self._at, self._sums, self._by, self._unsure = data["at"], data["sums"], data["by"], data["unsure"]
         except Exception:  # missing, damaged or another Python's marshal: indexed afresh  # noqa: BLE001
@@ -164,9 +169,15 @@ class RawLogIndex:
             return
         self._refresh()
         try:
+            status = os.stat(self.path)
+            # The file as seen now, when a later change must show in its modification time: a write within the
+            # file system's timestamp granularity of the last one could leave it the same ("racy" files, as git
+            # calls them), so a log written just now is checked by its crc next time.
+            settled = status.st_size == self._end and time.time_ns() - status.st_mtime_ns > _SETTLED_NS
             self.kept.parent.mkdir(parents=True, exist_ok=True)
             state = {"format": _KEPT_FORMAT, "end": self._end, "crc": self._crc, "at": self._at,
-                     "sums": self._sums, "by": self._by, "unsure": self._unsure}
+                     "sums": self._sums, "by": self._by, "unsure": self._unsure,
+                     "stat": [status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns] if settled else None}
             atomic_write_bytes(self.kept, [marshal.dumps(state)], durable=False)
         except (OSError, ValueError):
             pass  # a read-only checkout: the next run indexes again

@@ -176,8 +176,14 @@ def test_near_duplicates_with_kept_signatures_read_only_the_texts_lsh_pairs() ->
         return lambda: read.append(sample_id) or texts[sample_id]
 
     lazy = [Candidate(i, "scene1", reader(i), dedup.text_digest(normalise(t))) for i, t in texts.items()]
-    assert deduplicate(lazy, 0.8, signatures) == eager
+    similarities: dict = {}
+    assert deduplicate(lazy, 0.8, signatures, similarities=similarities) == eager
     assert sorted(read) == ["a", "b"]  # the pair LSH proposed; no other text was needed
+    pair = tuple(sorted(c.digest for c in lazy if c.id in ("a", "b")))
+    assert similarities == {pair: dedup.jaccard(dedup.shingles(texts["a"]), dedup.shingles(texts["b"]))}
+    read.clear()
+    assert deduplicate(lazy, 0.8, signatures, similarities=similarities) == eager
+    assert read == []  # a pair compared before is decided without reading either text
     # The same texts in another scene never pair with these.
     assert deduplicate([Candidate("a", "scene1", texts["a"]), Candidate("b", "scene2", texts["b"])], 0.8) == {}
 

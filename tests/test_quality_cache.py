@@ -45,6 +45,16 @@ def test_cached_assessment_equals_a_fresh_one(tmp_path: Path, scripted_server: S
         damaged.write_bytes(b"\xff\x00garbage")
     index_cache._MEMO.clear()
     assert assess_dataset(ws, store, commit).to_dict() == fresh
+    # Similarities are kept for pairs of live texts only, by the texts' digests.
+    pairs = quality_cache.SignatureStore(ws)
+    entries = pairs.load()
+    first, second = sorted(str(entries.digest(i)).partition(":")[2] for i in sorted(entries)[:2])
+    pairs.similarities.update({(first, second): 0.25, (first, "f" * 40): 0.5})
+    pairs.save(set(entries))
+    again = quality_cache.SignatureStore(ws)
+    again.load()
+    assert again.similarities == {(first, second): 0.25}
+
 
 def test_kept_facts_follow_a_later_judge_line_and_a_move_to_another_language(
         tmp_path: Path, scripted_server: ScriptedServer) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -117,6 +120,22 @@ def test_a_kept_raw_log_index_is_taken_up_only_by_a_log_that_starts_with_what_it
     assert _view(rewritten) == _view(DatasetStore(tmp_path / "a"))
     assert rewritten.read_raw("scene1", sources={"path": {"m2.py"}}) == {}
     rewritten.keep_indexes()
+
+    # A log as `keep` saw it, settled on disk, is taken up without reading it again; one written just before
+    # `keep` is checked by its crc, since a later write could leave its modification time the same.
+    checked: list[int] = []
+    crc32 = zlib.crc32
+    monkeypatch.setattr(zlib, "crc32", lambda data, *start: checked.append(len(data)) or crc32(data, *start))
+    DatasetStore(tmp_path / "a", index_dir=kept).raw_checksums("scene1")
+    assert checked == [log.stat().st_size]
+    past = time.time() - 10
+    os.utime(log, (past, past))
+    settled = DatasetStore(tmp_path / "a", index_dir=kept)
+    settled.raw_checksums("scene1")
+    settled.keep_indexes()
+    checked.clear()
+    assert _view(DatasetStore(tmp_path / "a", index_dir=kept)) == _view(rewritten) and checked == []
+    monkeypatch.setattr(zlib, "crc32", crc32)
 
     # A damaged kept file is indexed afresh.
     for path in kept.iterdir():

@@ -166,23 +166,16 @@ def deduplicate(candidates: Sequence[Candidate], threshold: float,
 
 def _texts_to_compare(paired: Sequence[int], rows_of: Mapping[int, list[int]],
                       unique: Sequence[tuple[Candidate, str]], known: Mapping[tuple[str, str], float]) -> list[int]:
-    """The paired positions whose text a comparison may need: those sharing a band group with another
-    position whose similarity to them is not known yet (more than are compared: which are depends on the
-    verdicts, but one batched read beats reading the rest one by one)."""
-    members: dict[tuple[int, int], list[int]] = {}
-    for position in paired:
-        for band, group in enumerate(rows_of[position]):
-            members.setdefault((band, group), []).append(position)
-    needed: set[int] = set()
-    for positions in members.values():
-        for i, a in enumerate(positions):
-            for b in positions[i + 1:]:
-                if a in needed and b in needed:
-                    continue
-                first, second = unique[a][1], unique[b][1]
-                if (first, second) not in known and (second, first) not in known:
-                    needed.update((a, b))
-    return sorted(needed)
+    """The paired positions whose text is read before comparing, in one batch: the texts of no pair compared
+    before, and the texts LSH pairs them with. (A pair of texts seen before whose verdict now needs their
+    comparison for the first time reads them one by one: rarely more than a few.)"""
+    seen = {digest for pair in known for digest in pair}
+    new = [position for position in paired if unique[position][1] not in seen]
+    if not new:
+        return []
+    groups = {(band, group) for position in new for band, group in enumerate(rows_of[position])}
+    return sorted({position for position in paired
+                   if any((band, group) in groups for band, group in enumerate(rows_of[position]))})
 
 
 def _equal_rows(block: Any) -> Any:

@@ -184,6 +184,12 @@ def test_near_duplicates_with_kept_signatures_read_only_the_texts_lsh_pairs() ->
     read.clear()
     assert deduplicate(lazy, 0.8, signatures, similarities=similarities) == eager
     assert read == []  # a pair compared before is decided without reading either text
+    # Texts seen before (in other pairs) but never compared with each other are read when compared.
+    seen_apart = {(pair[0], "0" * 40): 0.1, (pair[1], "1" * 40): 0.1}
+    batches: list[list[str]] = []
+    assert deduplicate(lazy, 0.8, signatures, lambda ids: batches.append(list(ids)) or {},
+                       similarities=seen_apart) == eager
+    assert batches == [] and sorted(read) == ["a", "b"]
     # The same texts in another scene never pair with these.
     assert deduplicate([Candidate("a", "scene1", texts["a"]), Candidate("b", "scene2", texts["b"])], 0.8) == {}
 

@@ -95,7 +95,7 @@ class SignatureStore:
 
         kept = sorted(i for i in self.entries if i in live)
         digests = [self.entries.digest(i) for i in kept]
-        texts = {key.partition(":")[2] for key in digests}  # "scheme:digest" -> digest (dedup.signature_key)
+        texts = {key.partition(":")[2] for key in digests if key}  # "scheme:digest" -> digest (signature_key)
         pairs = sorted(pair for pair in self.similarities if pair[0] in texts and pair[1] in texts)
         if len(kept) == len(self._read) and all(self._read.get(i) == d for i, d in zip(kept, digests)) \
                 and len(pairs) == len(self.similarities) == self._pairs_read:

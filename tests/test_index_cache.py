@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from codefactory import index_cache, pipeline, quality_cache
-from codefactory.grounding import Definition, RepoIndex
+from codefactory.grounding import Definition, FileEntry, RepoIndex
 from codefactory.incremental import plan_update
 from codefactory.models import SourceFile
 from codefactory.scan import scan
@@ -61,7 +61,10 @@ def test_index_from_snapshot_scan_and_patch_equal_a_fresh_scan(shop_repo, tmp_pa
     index_cache._MEMO.clear()
     assert _view(index_cache.repo_index_at(ws, after)) == patched  # read back from the file
 
-def test_summary_patched_with_changed_files_equals_one_built_whole(shop_repo) -> None:
+@pytest.mark.parametrize("few_names", [256, 0])  # names shifted in place, or the sequences rebuilt
+def test_summary_patched_with_changed_files_equals_one_built_whole(shop_repo, few_names: int,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_cache, "_FEW_NAMES", few_names)
     root = Path(shop_repo.workdir)
     ws = workspace(root, None)
     head = ws.repo.head_commit()
@@ -80,9 +83,12 @@ def test_summary_patched_with_changed_files_equals_one_built_whole(shop_repo) ->
     patched = index_cache.IndexSummary.of(before).patched(rescanned, {p: now[p] for p in rescanned if p in now},
                                                              kept.get)
     assert patched == index_cache.IndexSummary.of(now)
-    assert "refund_all" in patched.counts and "ExtraThing" in patched.counts
+    assert "refund_all" in patched.names and "ExtraThing" in patched.names
     # An old entry that is no longer kept cannot be taken out: the caller scans again instead.
     assert index_cache.IndexSummary.of(before).patched(rescanned, {}, lambda key: None) is None
+    # Nor can one the summary does not hold (another commit's): no count goes below zero.
+    stranger = FileEntry(frozenset({"NotInTheRepo"}), frozenset())
+    assert index_cache.IndexSummary.of(before).patched({"shop/orders.py"}, {}, lambda key: stranger) is None
 
 def test_kept_index_holds_definition_names_with_whitespace_and_backslashes() -> None:
     # TypeScript allows whitespace inside a dotted namespace name and any string as a module name; qualified

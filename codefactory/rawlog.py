@@ -183,7 +183,7 @@ class RawLogIndex:
             pass  # a read-only checkout: the next run indexes again
 
     def _add(self, line: bytes, offset: int) -> None:
-        sample_id = _bytes_line_id(line)
+        sample_id = bytes_line_id(line)
         if sample_id is None:
             return  # blank, or not a record: no lookup can return it
         self._at[sample_id] = (offset, len(line))
@@ -217,7 +217,8 @@ def line_id(line: str) -> str | None:
     return record.get("id") if isinstance(record, dict) else None
 
 
-def _bytes_line_id(line: bytes) -> str | None:
+def bytes_line_id(line: bytes) -> str | None:
+    """line_id of a line as bytes; the id is decoded alone when the line starts with it."""
     if line.startswith(_ID_PREFIX_BYTES):
         end = line.find(b'"', len(_ID_PREFIX_BYTES))
         if end > 0 and line.find(b"\\", len(_ID_PREFIX_BYTES), end) < 0:

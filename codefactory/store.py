@@ -20,15 +20,15 @@ from typing import Any
 
 from codefactory.fileio import (
     append_jsonl,
+    atomic_write_bytes,
     atomic_write_json,
-    atomic_write_text,
     complete_lines,
     dumps_line,
     fsync_file,
     read_jsonl,
 )
 from codefactory.models import DatasetVersion, Sample
-from codefactory.rawlog import RawLogIndex, line_id
+from codefactory.rawlog import RawLogIndex, bytes_line_id
 
 SCENES = ("scene1", "scene2")
 
@@ -294,10 +294,10 @@ class DatasetStore:
         records = list(read_jsonl(self.versions_path))
         live = self.live()
         changed = None if full else self._changed_since_last_rebuild(records, manifest)
-        lines: dict[str, list[str]] = {}
+        lines: dict[str, list[bytes]] = {}
         for scene in SCENES:
             path = self.out / f"{scene}_sft.jsonl"
-            kept = {} if changed is None else {line_id(line): line for line in complete_lines(path)}
+            kept = {} if changed is None else _lines_by_id(path)
             raw = self.read_raw(scene, ids=changed)
             lines[scene] = []
             for sample_id in live.ids():
@@ -312,9 +312,9 @@ class DatasetStore:
                     sample.source = live.moved[sample_id]
                 record = to_sft(sample, live.added_in[sample_id])
                 if record is not None:
-                    lines[scene].append(dumps_line(record))
-            atomic_write_text(path, "".join(lines[scene]))
-        atomic_write_text(self.out / "combined_sft.jsonl", "".join(line for s in SCENES for line in lines[s]))
+                    lines[scene].append(dumps_line(record).encode("utf-8"))
+            atomic_write_bytes(path, [b"".join(lines[scene])])
+        atomic_write_bytes(self.out / "combined_sft.jsonl", [b"".join(line for s in SCENES for line in lines[s])])
         counts = {scene: len(lines[scene]) for scene in SCENES}
         atomic_write_json(self.manifest_path, {
             **manifest,
@@ -342,3 +342,14 @@ class DatasetStore:
                 changed.update(record["added"], record["retired"], record.get("moved", {}))
         return changed
 
+
+def _lines_by_id(path: Path) -> dict[str | None, bytes]:
+    """The complete, non-blank lines of a JSONL file by record id, as bytes: a patched rebuild writes most of
+    them back unchanged, so neither 12 MB of text is decoded nor each line parsed to find its id."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    lines = data.split(b"\n")
+    lines.pop()  # after the last newline: empty, or a line whose write never finished
+    return {bytes_line_id(line): line + b"\n" for line in lines if line.strip()}

@@ -152,18 +152,7 @@ def measure_one_file_commit(corpus: Corpus, server: LoopbackLLM, scratch: Path, 
     # One untimed run first: a hook's run finds what the run before it kept for its output directory (the
     # facts and MinHash signatures of the live samples), which a copy of `data` under a new path does not.
     for attempt in range(repeats + 1):
-        shutil.rmtree(out, ignore_errors=True)
-        _copy_at_rest(data, out)
-        ws = workspace(corpus.root, server.base_url, out)
-        reset_cache(corpus.root)  # the edited function's reply must be asked for, every time
-        # Each repeat patches the head's index summary and reads it from disk, as a new process does.
-        index_cache._MEMO.clear()
-        index_cache.SummaryStore(ws).path(commit).unlink(missing_ok=True)
-        # The raw logs' indexes that the run before this one kept for this output directory.
-        primed = ws.dataset_store()
-        for scene in SCENES:
-            primed.raw_checksums(scene)
-        primed.keep_indexes()
+        ws = _as_a_hook_finds_it(data, out, corpus, server, commit)
         server.reset()
         with PhaseTimer({"quality assessment": (pipeline, "assess_dataset"),
                          "LLM client start": (Workspace, "open_llm")}) as timer:
@@ -178,9 +167,7 @@ def measure_one_file_commit(corpus: Corpus, server: LoopbackLLM, scratch: Path, 
             phases = dict(timer.seconds)
         sent = server.stats()
         if cli:  # as the pre-push hook runs it: interpreter start and imports included
-            shutil.rmtree(out)
-            _copy_at_rest(data, out)
-            reset_cache(corpus.root)
+            _as_a_hook_finds_it(data, out, corpus, server, commit)
             started = time.perf_counter()
             subprocess.run([sys.executable, "-m", "codefactory", "--repo", str(corpus.root), "--out", str(out),
                             "--backend", "openai", "--base-url", server.base_url, "--model", "bench-model", "-q",
@@ -203,6 +190,23 @@ def measure_one_file_commit(corpus: Corpus, server: LoopbackLLM, scratch: Path, 
               f"{best:.2f} s ({sent.get('requests', 0)} loopback request{'s' * (sent.get('requests', 0) != 1)})",
               goal="< 1 s", ok=best < 1.0, notes=notes)
     return row, detail
+
+
+def _as_a_hook_finds_it(data: Path, out: Path, corpus: Corpus, server: LoopbackLLM, commit: str) -> Workspace:
+    """A fresh copy of the dataset at the corpus head in `out`, with what the run that made it keeps beside it."""
+    shutil.rmtree(out, ignore_errors=True)
+    _copy_at_rest(data, out)
+    ws = workspace(corpus.root, server.base_url, out)
+    reset_cache(corpus.root)  # the edited function's reply must be asked for, every time
+    # Each run patches the head's index summary and reads it from disk, as a new process does.
+    index_cache._MEMO.clear()
+    index_cache.SummaryStore(ws).path(commit).unlink(missing_ok=True)
+    # The raw logs' indexes that the run before this one kept for this output directory.
+    primed = ws.dataset_store()
+    for scene in SCENES:
+        primed.raw_checksums(scene)
+    primed.keep_indexes()
+    return ws
 
 
 def _copy_at_rest(data: Path, out: Path) -> None:

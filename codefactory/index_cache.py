@@ -210,7 +210,7 @@ def _counted(names: list[str], counts: array[int],
         merged.update(moved)
         kept = sorted(name for name, count in merged.items() if count)
         return kept, array("I", [merged[name] for name in kept])
-    for name, total in sorted(moved, reverse=True):  # from the end: earlier positions stay where they are
+    for name, total in moved:
         at = bisect_left(names, name)
         if total:
             names.insert(at, name)

@@ -82,7 +82,10 @@ class SignatureStore:
                 self.entries = KeptSignatures(ids, digests, data["values"])
                 self._read = dict(zip(ids, digests))
                 pairs = data["pairs"].tolist() if "pairs" in data else []  # files kept before pairs were
-                self.similarities = dict(zip(map(tuple, pairs), data["similarities"].tolist() if pairs else []))
+                values = data["similarities"].tolist() if pairs else []
+                if len(values) != len(pairs):
+                    raise ValueError("pairs and similarities differ in length")
+                self.similarities = dict(zip(map(tuple, pairs), values))
                 self._pairs_read = len(self.similarities)
         except (OSError, ValueError, KeyError):
             self.entries, self.similarities, self._read = KeptSignatures(), {}, {}  # missing or damaged: redone

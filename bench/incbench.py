@@ -195,7 +195,10 @@ def measure_one_file_commit(corpus: Corpus, server: LoopbackLLM, scratch: Path, 
 def _as_a_hook_finds_it(data: Path, out: Path, corpus: Corpus, server: LoopbackLLM, commit: str) -> Workspace:
     """A fresh copy of the dataset at the corpus head in `out`, with what the run that made it keeps beside it."""
     shutil.rmtree(out, ignore_errors=True)
-    _copy_at_rest(data, out)
+    shutil.copytree(data, out)
+    # On disk, as a hook finds it: else the run flushes the copy's 130 MB of dirty pages (its fsync of the raw
+    # log it appends to, the kernel's writeback meanwhile).
+    os.sync()
     ws = workspace(corpus.root, server.base_url, out)
     reset_cache(corpus.root)  # the edited function's reply must be asked for, every time
     # Each run patches the head's index summary and reads it from disk, as a new process does.
@@ -207,13 +210,6 @@ def _as_a_hook_finds_it(data: Path, out: Path, corpus: Corpus, server: LoopbackL
         primed.raw_checksums(scene)
     primed.keep_indexes()
     return ws
-
-
-def _copy_at_rest(data: Path, out: Path) -> None:
-    """A copy of the dataset as a hook finds it: on disk. Without the sync the run would flush the copy's
-    130 MB of dirty pages (its fsync of the raw log it appends to, the kernel's writeback meanwhile)."""
-    shutil.copytree(data, out)
-    os.sync()
 
 
 def _clean_env() -> dict[str, str]:

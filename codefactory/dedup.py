@@ -135,7 +135,6 @@ def deduplicate(candidates: Sequence[Candidate], threshold: float,
             if callable(unique[p][0].text) and unique[p][0].id not in texts]
     if read is not None and lazy:
         texts.update((i, normalise(text)) for i, text in read(lazy).items())
-    at = {unique[p][0].id: p for p in paired}
     grams_of: dict[str, set[str]] = {}  # shingles, made only for pairs compared for the first time
 
     def similarity(a: int, b: int) -> float:
@@ -146,21 +145,22 @@ def deduplicate(candidates: Sequence[Candidate], threshold: float,
                                  _shingles_of(second.id, normalised(second), grams_of))
         return known[key]
 
-    kept_in: list[dict[int, list[str]]] = [{} for _ in range(bands)]  # per band: group -> kept ids
+    kept_in: list[dict[int, list[int]]] = [{} for _ in range(bands)]  # per band: group -> kept positions
     for position in paired:
         candidate = unique[position][0]
         row = rows_of[position]
-        others = sorted({other for band, group in enumerate(row) for other in kept_in[band].get(group, ())})
+        others = sorted({other for band, group in enumerate(row) for other in kept_in[band].get(group, ())},
+                        key=lambda other: unique[other][0].id)
         best: tuple[float, str] | None = None
         for other in others:
-            value = similarity(position, at[other])
+            value = similarity(position, other)
             if value >= threshold and (best is None or value > best[0]):
-                best = (value, other)
+                best = (value, unique[other][0].id)
         if best is not None:
             dropped[candidate.id] = ("near_duplicate", f"{best[0]:.2f} similar to {best[1]}")
             continue
         for band, group in enumerate(row):
-            kept_in[band].setdefault(group, []).append(candidate.id)
+            kept_in[band].setdefault(group, []).append(position)
     return dropped
 
 

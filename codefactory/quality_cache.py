@@ -24,7 +24,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from codefactory.dedup import KeptSignatures
+from codefactory.dedup import KeptSignatures, signature_key
 from codefactory.fileio import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -98,8 +98,9 @@ class SignatureStore:
 
         kept = sorted(i for i in self.entries if i in live)
         digests = [self.entries.digest(i) for i in kept]
-        texts = {key.partition(":")[2] for key in digests if key}  # "scheme:digest" -> digest (signature_key)
-        pairs = sorted(pair for pair in self.similarities if pair[0] in texts and pair[1] in texts)
+        live_keys = set(digests)
+        pairs = sorted(pair for pair in self.similarities
+                       if signature_key(pair[0]) in live_keys and signature_key(pair[1]) in live_keys)
         if len(kept) == len(self._read) and all(self._read.get(i) == d for i, d in zip(kept, digests)) \
                 and len(pairs) == len(self.similarities) == self._pairs_read:
             return  # nothing new: no write (a pair is only ever added, so equal counts mean equal pairs)

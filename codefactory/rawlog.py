@@ -153,7 +153,7 @@ class RawLogIndex:
             data = marshal.loads(self.kept.read_bytes())
             if data["format"] != _KEPT_FORMAT:
                 return
-            if data.get("stat") != [*identity, status.st_size, status.st_mtime_ns]:
+            if data.get("stat") != _stamp(status):
                 with open(self.path, "rb") as handle:
                     if zlib.crc32(handle.read(data["end"])) != data["crc"] or handle.tell() != data["end"]:
                         return
@@ -177,7 +177,7 @@ class RawLogIndex:
             self.kept.parent.mkdir(parents=True, exist_ok=True)
             state = {"format": _KEPT_FORMAT, "end": self._end, "crc": self._crc, "at": self._at,
                      "sums": self._sums, "by": self._by, "unsure": self._unsure,
-                     "stat": [status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns] if settled else None}
+                     "stat": _stamp(status) if settled else None}
             atomic_write_bytes(self.kept, [marshal.dumps(state)], durable=False)
         except (OSError, ValueError):
             pass  # a read-only checkout: the next run indexes again
@@ -202,6 +202,11 @@ class RawLogIndex:
                     break
                 self._by[key].setdefault(value.decode("utf-8"), set()).add(sample_id)
                 start = line.find(marker, end)
+
+
+def _stamp(status: os.stat_result) -> list[int]:
+    """What tells a file from another or from itself changed: device, inode, size, modification time."""
+    return [status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns]
 
 
 def line_id(line: str) -> str | None:

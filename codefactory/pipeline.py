@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from codefactory import __version__
+from codefactory import __version__, dataset_caches
 from codefactory.cache import ReplyCache, cache_key
 from codefactory.analyze import scan_and_analyze
 from codefactory.config import Config
@@ -292,6 +292,7 @@ def run_generation(
         assessment = rebuild_dataset(ws, store, source_commit=snapshot.commit, model=model, snapshot=snapshot,
                                      base_commit=from_commit)
         store.keep_indexes()  # for the next run, which then indexes only what it appends
+        dataset_caches.prune(ws.cache_dir.parent, ws.out)  # and none of those of datasets since deleted
         report.quality = assessment.counts()  # what quality.json records
         report.outputs = [store.out / f for f in ("scene1_sft.jsonl", "scene2_sft.jsonl", "combined_sft.jsonl")]
         return report

@@ -16,7 +16,6 @@ format and the Python version.
 
 from __future__ import annotations
 
-import hashlib
 import marshal
 import os
 import sys
@@ -24,6 +23,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from codefactory.dataset_caches import dataset_tag
 from codefactory.dedup import KeptSignatures, signature_key
 from codefactory.fileio import atomic_write_bytes
 
@@ -54,9 +54,8 @@ SIGNATURES_FILE = "minhash.npz"
 def per_dataset(ws: "Workspace", name: str) -> Path:
     """`name` for this output directory: what is kept per live sample follows one dataset, and two datasets of
     one repository (another --out) must not evict each other's."""
-    tag = hashlib.sha1(str(ws.out.resolve()).encode("utf-8")).hexdigest()[:12]
     stem, dot, suffix = name.partition(".")
-    return quality_cache_dir(ws) / f"{stem}-{tag}{dot}{suffix}"
+    return quality_cache_dir(ws) / f"{stem}-{dataset_tag(ws.out)}{dot}{suffix}"
 
 
 class SignatureStore:

@@ -7,7 +7,6 @@ them always gives byte-identical files.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -18,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from codefactory.dataset_caches import dataset_tag
 from codefactory.fileio import (
     append_jsonl,
     atomic_write_bytes,
@@ -194,8 +194,7 @@ class DatasetStore:
         if scene not in self._raw:
             kept = None
             if self.index_dir is not None:  # one per dataset: two --out of one repository keep their own
-                tag = hashlib.sha1(str(self.out.resolve()).encode("utf-8")).hexdigest()[:12]
-                kept = self.index_dir / f"{scene}-{tag}.marshal"
+                kept = self.index_dir / f"{scene}-{dataset_tag(self.out)}.marshal"
             self._raw[scene] = RawLogIndex(self.raw_path(scene), kept)
         return self._raw[scene]
 

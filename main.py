@@ -1,6 +1,6 @@
 """Compatibility entry point: `python3 main.py scene1 --limit 5 --dry-run` from the repo root."""
 
-from codefactory.cli import main
+from codefactory.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -1,3 +1,3 @@
-from codefactory.cli import main
+from codefactory.cli import run
 
-main()
+run()

@@ -1,0 +1,43 @@
+"""The `codefactory` program's exit (cli.run): status, output and exit handlers as at a normal exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.cli_runs import ROOT
+
+
+def _python(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_the_program_exits_with_the_commands_status_and_all_its_output(tmp_path: Path) -> None:
+    shown = _python("-m", "codefactory", "--help")
+    assert shown.returncode == 0, shown.stderr
+    assert "incremental" in shown.stdout and "install-hook" in shown.stdout
+
+    refused = _python("-m", "codefactory", "--repo", str(tmp_path / "missing"), "scan")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("codefactory: error: ") and refused.stderr.count("\n") == 1, refused.stderr
+
+    legacy = _python("main.py", "--help")
+    assert legacy.returncode == 0 and legacy.stdout == shown.stdout
+
+
+def test_exit_handlers_run_and_buffered_output_is_flushed_before_the_process_ends() -> None:
+    script = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('exit handler ran', file=sys.stderr))\n"
+        "sys.stdout.write('buffered, no newline')\n"
+        "sys.argv = ['codefactory', '--version']\n"
+        "from codefactory.cli import run\n"
+        "run()\n"
+        "print('never reached')\n"
+    )
+    done = _python("-c", script)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("buffered, no newline") and "never reached" not in done.stdout
+    assert "codefactory" in done.stdout.lower()
+    assert done.stderr.strip() == "exit handler ran"

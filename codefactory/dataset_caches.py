@@ -54,7 +54,9 @@ def prune(root: Path, out: Path) -> list[Path]:
             file.unlink(missing_ok=True)
             removed.append(file)
     for record in recorded:  # and the records of datasets that are gone, with or without caches left
-        if not live.get(record.name, _still_there(record)):
+        if record.name.startswith("."):
+            continue  # another run's record being written
+        if not (live[record.name] if record.name in live else _still_there(record)):
             record.unlink(missing_ok=True)
     return removed
 

@@ -53,7 +53,8 @@ def test_caches_nobody_recorded_are_removed_and_other_files_are_left_alone(tmp_p
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             (root / name).write_bytes(b"kept")
     (root / "quality" / "index").mkdir()
-    (root / "quality" / f".minhash-{unrecorded}.npz.123.tmp.npz").write_bytes(b"")  # another run's temp file
+    (root / "quality" / f".minhash-{unrecorded}.npz.123.tmp.npz").write_bytes(b"")  # another run's temp files
+    (root / dataset_caches.RECORDS_DIR / f".{unrecorded}.123.x.tmp").write_text("/gone", encoding="utf-8")
 
     removed = prune(root, out)
 
@@ -67,7 +68,7 @@ def test_caches_nobody_recorded_are_removed_and_other_files_are_left_alone(tmp_p
     other.rmdir()
     assert {p.name for p in prune(root, out)} == {f"facts-{others}.marshal", f"minhash-{others}.npz",
                                                  f"scene2-{others}.marshal"}
-    assert sorted(p.name for p in (root / dataset_caches.RECORDS_DIR).iterdir()) == [own]
+    assert sorted(p.name for p in (root / dataset_caches.RECORDS_DIR).iterdir()) == [f".{unrecorded}.123.x.tmp", own]
 
 
 def test_where_no_record_can_be_written_nothing_is_removed_and_nothing_raised(tmp_path: Path) -> None:

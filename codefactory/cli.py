@@ -279,7 +279,8 @@ def run() -> NoReturn:
     repository) took ~0.3 s at the end of a pre-push hook's 1-file update, a sixth of it (bench/README.md).
     Everything a run writes is closed and synced before `main` returns; exit handlers still run (logging's
     flush among them), other threads are waited for and the standard streams flushed, as at a normal exit.
-    Tests call `main()`, which raises SystemExit as usual.
+    Under a profiler, coverage or a debugger the exit is the normal one. Tests call `main()`, which raises
+    SystemExit as usual.
     """
     try:
         main()
@@ -290,6 +291,8 @@ def run() -> NoReturn:
         else:  # sys.exit("message"): printed, status 1
             print(exc.code, file=sys.stderr)
             code = 1
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(code)  # cProfile, coverage and debuggers write their results at the interpreter's exit
     for thread in threading.enumerate():
         if thread is not threading.current_thread() and not thread.daemon:
             thread.join()

@@ -41,3 +41,11 @@ def test_exit_handlers_run_and_buffered_output_is_flushed_before_the_process_end
     assert done.stdout.startswith("buffered, no newline") and "never reached" not in done.stdout
     assert "codefactory" in done.stdout.lower()
     assert done.stderr.strip() == "exit handler ran"
+
+
+def test_under_a_profiler_the_exit_is_the_normal_one_and_its_results_are_written(tmp_path: Path) -> None:
+    stats = tmp_path / "run.prof"
+    profiled = _python("-m", "cProfile", "-o", str(stats), "-m", "codefactory", "--version")
+    assert profiled.returncode == 0, profiled.stderr
+    assert "codefactory" in profiled.stdout.lower()
+    assert stats.is_file() and stats.stat().st_size > 0

@@ -20,7 +20,7 @@ from codefactory.fileio import atomic_write_text
 
 TAGGED_DIRS = ("quality", "rawlog")  # under .codefactory/, where the files named by a tag are
 RECORDS_DIR = "datasets"
-_TAGGED_NAME = re.compile(r"^\w+-([0-9a-f]{12})\.")
+_TAGGED_NAME = re.compile(r"^\w+-([0-9a-f]{12})\.")  # what tagged_name makes
 
 
 def dataset_tag(out: Path) -> str:
@@ -28,15 +28,21 @@ def dataset_tag(out: Path) -> str:
     return hashlib.sha1(str(out.resolve()).encode("utf-8")).hexdigest()[:12]
 
 
+def tagged_name(out: Path, name: str) -> str:
+    """The file name of cache `name` ("<stem>.<suffix>") kept for output directory `out`: "<stem>-<tag>.<suffix>"."""
+    stem, dot, suffix = name.partition(".")
+    return f"{stem}-{dataset_tag(out)}{dot}{suffix}"
+
+
 def prune(root: Path, out: Path) -> list[Path]:
     """Record that `out` is a dataset of the repository whose `.codefactory` is `root`, and remove the caches
     of the datasets that are gone. Returns the files removed."""
-    own = dataset_tag(out)
+    own, where = dataset_tag(out), str(out.resolve())
     records = root / RECORDS_DIR
     try:
         record = records / own
-        if not record.is_file() or record.read_text(encoding="utf-8") != str(out.resolve()):
-            atomic_write_text(record, str(out.resolve()))
+        if not record.is_file() or record.read_text(encoding="utf-8") != where:
+            atomic_write_text(record, where)
         files = [f for d in TAGGED_DIRS if (root / d).is_dir() for f in (root / d).iterdir()]
         recorded = list(records.iterdir())
     except OSError:

@@ -213,6 +213,18 @@ def complete_lines(path: Path) -> Iterator[str]:
                 yield line
 
 
+def complete_byte_lines(path: Path) -> list[bytes]:
+    """`complete_lines` as bytes, newline included, the file read at once: for lines mostly written back as they
+    are (a patched SFT rebuild), where decoding megabytes of text would be the cost."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    lines = data.split(b"\n")
+    lines.pop()  # after the last newline: empty, or a line whose write never finished
+    return [line + b"\n" for line in lines if line.strip()]
+
+
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """The records of the complete lines; a line that is not JSON is skipped."""
     for line in complete_lines(path):

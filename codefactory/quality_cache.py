@@ -23,7 +23,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from codefactory.dataset_caches import dataset_tag
+from codefactory.dataset_caches import tagged_name
 from codefactory.dedup import KeptSignatures, signature_key
 from codefactory.fileio import atomic_write_bytes
 
@@ -54,8 +54,7 @@ SIGNATURES_FILE = "minhash.npz"
 def per_dataset(ws: "Workspace", name: str) -> Path:
     """`name` for this output directory: what is kept per live sample follows one dataset, and two datasets of
     one repository (another --out) must not evict each other's."""
-    stem, dot, suffix = name.partition(".")
-    return quality_cache_dir(ws) / f"{stem}-{dataset_tag(ws.out)}{dot}{suffix}"
+    return quality_cache_dir(ws) / tagged_name(ws.out, name)
 
 
 class SignatureStore:

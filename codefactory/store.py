@@ -17,11 +17,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from codefactory.dataset_caches import dataset_tag
+from codefactory.dataset_caches import tagged_name
 from codefactory.fileio import (
     append_jsonl,
     atomic_write_bytes,
     atomic_write_json,
+    complete_byte_lines,
     complete_lines,
     dumps_line,
     fsync_file,
@@ -194,7 +195,7 @@ class DatasetStore:
         if scene not in self._raw:
             kept = None
             if self.index_dir is not None:  # one per dataset: two --out of one repository keep their own
-                kept = self.index_dir / f"{scene}-{dataset_tag(self.out)}.marshal"
+                kept = self.index_dir / tagged_name(self.out, f"{scene}.marshal")
             self._raw[scene] = RawLogIndex(self.raw_path(scene), kept)
         return self._raw[scene]
 
@@ -296,7 +297,7 @@ class DatasetStore:
         lines: dict[str, list[bytes]] = {}
         for scene in SCENES:
             path = self.out / f"{scene}_sft.jsonl"
-            kept = {} if changed is None else _lines_by_id(path)
+            kept = {} if changed is None else {bytes_line_id(line): line for line in complete_byte_lines(path)}
             raw = self.read_raw(scene, ids=changed)
             lines[scene] = []
             for sample_id in live.ids():
@@ -312,8 +313,8 @@ class DatasetStore:
                 record = to_sft(sample, live.added_in[sample_id])
                 if record is not None:
                     lines[scene].append(dumps_line(record).encode("utf-8"))
-            atomic_write_bytes(path, [b"".join(lines[scene])])
-        atomic_write_bytes(self.out / "combined_sft.jsonl", [b"".join(line for s in SCENES for line in lines[s])])
+            atomic_write_bytes(path, lines[scene])
+        atomic_write_bytes(self.out / "combined_sft.jsonl", [line for s in SCENES for line in lines[s]])
         counts = {scene: len(lines[scene]) for scene in SCENES}
         atomic_write_json(self.manifest_path, {
             **manifest,
@@ -340,15 +341,3 @@ class DatasetStore:
             if record["version"] > written_at:
                 changed.update(record["added"], record["retired"], record.get("moved", {}))
         return changed
-
-
-def _lines_by_id(path: Path) -> dict[str | None, bytes]:
-    """The complete, non-blank lines of a JSONL file by record id, as bytes: a patched rebuild writes most of
-    them back unchanged, so neither 12 MB of text is decoded nor each line parsed to find its id."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return {}
-    lines = data.split(b"\n")
-    lines.pop()  # after the last newline: empty, or a line whose write never finished
-    return {bytes_line_id(line): line + b"\n" for line in lines if line.strip()}

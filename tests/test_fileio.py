@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from codefactory.fileio import atomic_write_bytes, atomic_write_json, encode_json
+from codefactory.fileio import atomic_write_bytes, atomic_write_json, complete_byte_lines, complete_lines, encode_json
 
 
 def test_json_is_written_as_json_dumps_indented_would(tmp_path: Path) -> None:
@@ -40,3 +40,11 @@ def test_values_encoded_beforehand_are_written_as_they_are(tmp_path: Path) -> No
     assert (tmp_path / "encoded.json").read_bytes() == (tmp_path / "plain.json").read_bytes()
     atomic_write_json(tmp_path / "list.json", [encode_json(c, depth=1) for c in chunks])
     assert (tmp_path / "list.json").read_text(encoding="utf-8") == json.dumps(chunks, ensure_ascii=False, indent=2) + "\n"
+
+
+def test_complete_lines_as_bytes_are_the_complete_lines_encoded(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    assert complete_byte_lines(path) == [] == list(complete_lines(path))
+    path.write_bytes('{"id":"a"}\n\n  \n{"id":"é"}\n{"id":"torn'.encode())
+    assert complete_byte_lines(path) == [line.encode() for line in complete_lines(path)]
+    assert complete_byte_lines(path) == [b'{"id":"a"}\n', '{"id":"é"}\n'.encode()]

@@ -88,7 +88,7 @@ def _each(job: Callable[[int], T], sizes: Sequence[int], workers: int) -> list[T
     """[job(0), job(1), ...], one index per size, in `workers` forked processes when there are several."""
     if workers < 2:
         return [job(i) for i in range(len(sizes))]
-    load_tokenizer()  # once, before forking: the workers share it instead of each building it (~0.06 s)
+    load_tokenizer(bulk=True)  # once, before forking: the workers share it instead of each building it
     return fork_map(job, sizes, workers)
 
 

@@ -35,3 +35,30 @@ def test_the_public_encoding_fallback_counts_the_same(monkeypatch) -> None:  # t
     assert tokens.count_tokens(text) == expected
     assert tokens.count_tokens_upto(text, expected) == expected
     assert tokens.count_tokens_upto(text, expected - 1) is None
+
+
+def test_bulk_counts_go_to_gigatoken_and_equal_bpe_openai_counts(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Large trees are counted by gigatoken: chunk bounds must not depend on which tokenizer counted them."""
+    import inspect
+    import json
+    import random
+
+    from codefactory import tokens
+    from codefactory.tokens import count_tokens_upto
+
+    monkeypatch.setattr(tokens, "_bulk", None)  # whatever an earlier test loaded is restored afterwards
+    rng = random.Random(7)
+    alphabet = [*" \t\n\r\x0b\x0c\xa0\u2000\u3000aZz09_'\"sStTlLdDmMvVrReE.,;:!?-+*/\\()[]{}<>#@$%^&|~`=",
+                *"éÉßçñÅøłĳǅǈΑβγ日本語中文한국어ไทย😀👍🏽🇺🇸\u200d\u0301\u0308€²Ⅻ١٢٣",
+                "<|endoftext|>", "'re", "'VE", "\r\n", "\n\n\n", "    "]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 60))) for _ in range(3000)]
+    texts += [inspect.getsource(module) for module in (inspect, json.decoder, random)]  # real code, not ours
+    texts += ["a\udc80b\ud800", "total = price * quantity  # per line\n" * 60_000]
+    expected = [count_tokens(t) for t in texts]
+    assert tokens._counter() is not None and tokens._bulk is None  # counted by bpe-openai
+
+    tokens.load_tokenizer(bulk=True)
+    assert isinstance(tokens._counter(), tokens._GigatokenCounter)
+    assert [count_tokens(t) for t in texts] == expected
+    assert count_tokens_upto(texts[-3], expected[-3]) == expected[-3]
+    assert count_tokens_upto(texts[-3], expected[-3] - 1) is None

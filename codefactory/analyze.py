@@ -23,6 +23,8 @@ from .workers import fork_map, worker_count
 
 # Below this much text the serial path wins: forking and shipping results back cost ~0.1 s.
 PARALLEL_MIN_CHARS = 4_000_000
+# From this much text on, gigatoken's quicker counting pays for its slower start (tokens.py).
+BULK_COUNT_MIN_CHARS = 4_000_000
 
 T = TypeVar("T")
 
@@ -86,9 +88,11 @@ def scan_and_analyze(
 
 def _each(job: Callable[[int], T], sizes: Sequence[int], workers: int) -> list[T]:
     """[job(0), job(1), ...], one index per size, in `workers` forked processes when there are several."""
+    if sum(sizes) >= BULK_COUNT_MIN_CHARS:
+        load_tokenizer(bulk=True)
     if workers < 2:
         return [job(i) for i in range(len(sizes))]
-    load_tokenizer(bulk=True)  # once, before forking: the workers share it instead of each building it
+    load_tokenizer()  # once, before forking: the workers share it instead of each building it
     return fork_map(job, sizes, workers)
 
 

@@ -37,6 +37,7 @@ from codefactory.skeleton import Skeleton, build_skeleton
 from codefactory.store import DatasetStore, Pending, next_pending
 from codefactory.tokens import count_tokens
 from codefactory.ui import progress_bar
+from codefactory.workers import paused_gc
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 SERVER_DEFAULT_MODEL = "(server default)"  # dry runs against an endpoint whose model was not named
@@ -142,11 +143,15 @@ class Snapshot:
 
 def take_snapshot(ws: Workspace, rev: str | None = None) -> Snapshot:
     c = ws.config
-    # One pass per file for its redaction, chunks and symbols (in worker processes on large trees).
-    selection = select(ws.repo, rev or c["rev"], **ws.scan_options)
-    result, analysis = scan_and_analyze(selection, max_tokens=c["chunk.max_tokens"], min_tokens=c["chunk.min_tokens"])
-    skeleton = build_skeleton(result.files, token_budget=c["skeleton.token_budget"], repo_name=ws.repo.name,
-                              symbols=analysis.symbols, refs=analysis.refs)
+    # The analysis and the skeleton build many objects and no cycles, which cyclic collections would walk
+    # again and again: 7% of a serial analysis of the stdlib, ~0.1 s of the skeleton after a parallel one.
+    with paused_gc():
+        # One pass per file for its redaction, chunks and symbols (in worker processes on large trees).
+        selection = select(ws.repo, rev or c["rev"], **ws.scan_options)
+        result, analysis = scan_and_analyze(selection, max_tokens=c["chunk.max_tokens"],
+                                            min_tokens=c["chunk.min_tokens"])
+        skeleton = build_skeleton(result.files, token_budget=c["skeleton.token_budget"], repo_name=ws.repo.name,
+                                  symbols=analysis.symbols, refs=analysis.refs)
     return Snapshot(result, analysis.chunks, skeleton)
 
 

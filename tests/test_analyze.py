@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import threading
-from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,6 +55,19 @@ def test_forked_workers_match_the_serial_path() -> None:
     assert serial.symbols["csv.py"] == extract_symbols(files[5])
     assert serial.refs["csv.py"] == file_refs(files[5])
     assert [c.to_dict() for c in serial.chunks] == [dataclasses.asdict(c) for c in serial.chunks]
+
+
+def test_a_large_tree_is_counted_by_gigatoken_into_the_same_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from codefactory import analyze, tokens
+
+    files = stdlib_files()
+    monkeypatch.setattr(tokens, "_bulk", None)
+    everyday = analyze_files(files, max_tokens=300, min_tokens=40, workers=1)
+    assert tokens._bulk is None  # a few files' text: bpe-openai, quicker to start
+    monkeypatch.setattr(analyze, "BULK_COUNT_MIN_CHARS", sum(sizes(files)))  # as much text as a large tree
+    bulk = analyze_files(files, max_tokens=300, min_tokens=40, workers=1)
+    assert isinstance(tokens._bulk, tokens._GigatokenCounter)
+    assert as_json(bulk) == as_json(everyday)
 
 
 def test_small_trees_and_running_threads_stay_serial() -> None:
@@ -123,8 +137,6 @@ def test_batches_cover_every_item_once_and_shrink_toward_the_end() -> None:
 
 
 def test_fork_map_turns_garbage_collection_back_on() -> None:
-    import gc
-
     if threading.active_count() > 1:
         pytest.skip("another thread is running: fork would be unsafe")
     assert gc.isenabled()
@@ -141,9 +153,15 @@ def test_outputs_from_forked_workers_are_the_bytes_json_would_write(tmp_path: Pa
     make_repo(tmp_path / "r", files)
     ws = pipeline.Workspace(GitRepo(tmp_path / "r"), load_config(tmp_path / "r", flags={"out": str(tmp_path / "out")},
                                                                   environ={}), progress=False)
-    # two workers even for these few files
-    monkeypatch.setattr(pipeline, "scan_and_analyze", partial(scan_and_analyze, workers=2, min_chars=0))
+    collecting: list[bool] = []
+
+    def two_workers(*args: Any, **kwargs: Any) -> Any:  # even for these few files
+        collecting.append(gc.isenabled())
+        return scan_and_analyze(*args, workers=2, min_chars=0, **kwargs)
+
+    monkeypatch.setattr(pipeline, "scan_and_analyze", two_workers)
     snapshot = pipeline.take_snapshot(ws)
+    assert collecting == [False] and gc.isenabled(), "no cyclic collections during the snapshot, and on again after"
     assert all("json_element" in vars(c) for c in snapshot.chunks), "encoded in the workers"
     chunks_file = pipeline.write_chunks(ws, snapshot)
     expected = json.dumps([c.to_dict() for c in snapshot.chunks], ensure_ascii=False, indent=2) + "\n"

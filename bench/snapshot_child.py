@@ -1,7 +1,8 @@
 """Child process of the scan benchmark: scan + chunk + skeleton of one repository, outputs written.
 
 Run as its own process so the figure includes interpreter start and imports, as a user's
-`codefactory chunk` / `skeleton` would, and so its peak memory is its own. Prints one JSON line.
+`codefactory chunk` / `skeleton` would, and so its peak memory is its own; it exits as that program
+does (`cli.run`: no interpreter teardown). Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ import json
 import resource
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 started = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import workspace  # noqa: E402
+from codefactory.cli import run  # noqa: E402
 from codefactory.pipeline import take_snapshot, write_chunks, write_skeleton  # noqa: E402
 
 
@@ -36,4 +39,4 @@ def main(repo: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    run(partial(main, sys.argv[1], sys.argv[2]))  # and exit as the `codefactory` program does (cli.run)

@@ -49,3 +49,18 @@ def test_under_a_profiler_the_exit_is_the_normal_one_and_its_results_are_written
     assert profiled.returncode == 0, profiled.stderr
     assert "codefactory" in profiled.stdout.lower()
     assert stats.is_file() and stats.stat().st_size > 0
+
+
+def test_another_program_run_the_same_way_gets_its_status_and_output() -> None:
+    """The scan benchmark runs library calls through cli.run, to exit as the program does."""
+    script = (
+        "import sys\n"
+        "from codefactory.cli import run\n"
+        "def program():\n"
+        "    print('written', end='')\n"
+        "    sys.exit(int(sys.argv[1]))\n"
+        "run(program)\n"
+    )
+    for status in (0, 3):
+        done = _python("-c", script, str(status))
+        assert (done.returncode, done.stdout) == (status, "written"), done.stderr

@@ -80,8 +80,9 @@ class _GigatokenCounter:
         return count if count <= limit else None
 
 
-# Counted by both tokenizers when gigatoken loads: a release that counts differently is not used.
+# A gigatoken release that counts this differently from bpe-openai (34 tokens, tests/test_tokens.py) is not used.
 _PROBE = "def total(self) -> float:\n    return sum(self.items)  # ¿Qué? 日本語 😀\r\n\n\t 'll IT'S <|endoftext|>\n"
+_PROBE_TOKENS = 34
 
 
 @lru_cache(maxsize=1)
@@ -101,10 +102,7 @@ def _gigatoken() -> _GigatokenCounter | None:
         except Exception:  # noqa: BLE001 - an unusable gigatoken leaves counting to bpe-openai
             return None
     counter = _GigatokenCounter(tokenizer.backend.encode)
-    reference = _tokenizer()
-    if reference is not None and counter.count(_PROBE) != reference.count(_PROBE):
-        return None
-    return counter
+    return counter if counter.count(_PROBE) == _PROBE_TOKENS else None
 
 
 _bulk: _GigatokenCounter | None = None
@@ -118,7 +116,7 @@ def load_tokenizer(bulk: bool = False) -> None:
     global _bulk
     if bulk and _bulk is None:
         _bulk = _gigatoken()
-    if _tokenizer() is None:
+    if _bulk is None and _tokenizer() is None:
         _encoding()
 
 

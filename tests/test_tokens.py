@@ -56,6 +56,7 @@ def test_bulk_counts_go_to_gigatoken_and_equal_bpe_openai_counts(monkeypatch) ->
     texts += ["a\udc80b\ud800", "total = price * quantity  # per line\n" * 60_000]
     expected = [count_tokens(t) for t in texts]
     assert tokens._counter() is not None and tokens._bulk is None  # counted by bpe-openai
+    assert count_tokens(tokens._PROBE) == tokens._PROBE_TOKENS  # what gigatoken is checked against at load
 
     tokens.load_tokenizer(bulk=True)
     assert isinstance(tokens._counter(), tokens._GigatokenCounter)

@@ -94,13 +94,14 @@ def _gigatoken() -> _GigatokenCounter | None:
     except (ImportError, OSError, EOFError, gzip.BadGzipFile):
         return None
     # gigatoken reads a vocabulary only from a file; the one bpe-openai ships is OpenAI's o200k_base.tiktoken.
-    with tempfile.TemporaryDirectory(prefix="codefactory-") as scratch:
-        path = Path(scratch) / "o200k_base.tiktoken"
-        path.write_bytes(ranks)
-        try:  # no special tokens: text is counted as text, as bpe-openai's count does
+    # No special tokens: text is counted as text, as bpe-openai's count does.
+    try:
+        with tempfile.TemporaryDirectory(prefix="codefactory-") as scratch:
+            path = Path(scratch) / "o200k_base.tiktoken"
+            path.write_bytes(ranks)
             tokenizer = gigatoken.Tokenizer.from_tiktoken(path, pretokenizer="o200k", special_tokens={})
-        except Exception:  # noqa: BLE001 - an unusable gigatoken leaves counting to bpe-openai
-            return None
+    except Exception:  # noqa: BLE001 - no scratch space, an unusable gigatoken: counting stays with bpe-openai
+        return None
     counter = _GigatokenCounter(tokenizer.backend.encode)
     return counter if counter.count(_PROBE) == _PROBE_TOKENS else None
 

@@ -63,3 +63,20 @@ def test_bulk_counts_go_to_gigatoken_and_equal_bpe_openai_counts(monkeypatch) ->
     assert [count_tokens(t) for t in texts] == expected
     assert count_tokens_upto(texts[-3], expected[-3]) == expected[-3]
     assert count_tokens_upto(texts[-3], expected[-3] - 1) is None
+
+
+def test_without_scratch_space_for_gigatoken_counting_stays_with_bpe_openai(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import tempfile
+
+    from codefactory import tokens
+
+    (tmp_path / "a-file").write_text("not a directory")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "a-file" / "tmp"))  # mkdtemp fails there
+    monkeypatch.setattr(tokens, "_bulk", None)
+    tokens._gigatoken.cache_clear()
+    try:
+        tokens.load_tokenizer(bulk=True)
+        assert tokens._bulk is None
+        assert count_tokens(tokens._PROBE) == tokens._PROBE_TOKENS
+    finally:
+        tokens._gigatoken.cache_clear()  # a later bulk load builds it again, with scratch space

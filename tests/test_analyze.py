@@ -144,6 +144,50 @@ def test_fork_map_turns_garbage_collection_back_on() -> None:
     assert gc.isenabled(), "the caller's collector is on again"
 
 
+def _result_directories() -> set[str]:
+    import tempfile
+
+    return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("codefactory-results-")}
+
+
+def test_results_come_back_through_files_or_the_pipe_and_leave_nothing_behind(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    import tempfile
+
+    if threading.active_count() > 1:
+        pytest.skip("another thread is running: fork would be unsafe")
+    before = _result_directories()
+    sizes = [10] * 40
+    expected = [(i, "x" * i) for i in range(40)]
+
+    def with_directory(i: int) -> tuple[int, bool]:  # in the worker: where it writes its batch's results
+        return i, workers._handoff is not None and os.path.isdir(workers._handoff)
+
+    assert workers.fork_map(with_directory, sizes, 2) == [(i, True) for i in range(40)]
+    assert workers.fork_map(lambda i: (i, "x" * i), sizes, 2) == expected
+    assert _result_directories() == before, "the results' files and their directory are removed"
+
+    def directory_gone(i: int) -> tuple[int, str]:  # a worker that cannot write its file: through the pipe
+        if workers._handoff is not None:
+            shutil.rmtree(workers._handoff, ignore_errors=True)
+        return i, "x" * i
+
+    assert workers.fork_map(directory_gone, sizes, 2) == expected
+
+    (tmp_path / "a-file").write_text("not a directory")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "a-file" / "tmp"))  # no temporary directory at all
+    assert workers.fork_map(lambda i: (i, "x" * i), sizes, 2) == expected
+    monkeypatch.undo()
+
+    def failing(i: int) -> tuple[int, str]:
+        raise ValueError(f"item {i}")
+
+    with pytest.raises(ValueError):
+        workers.fork_map(failing, sizes, 2)
+    assert _result_directories() == before, "removed when a worker fails too"
+
+
 def test_outputs_from_forked_workers_are_the_bytes_json_would_write(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """chunks.json and project_skeleton.json are joined from JSON the workers encoded: same bytes as json.dumps."""

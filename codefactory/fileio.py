@@ -81,7 +81,7 @@ def atomic_write_json(path: Path, data: Any) -> None:
 _JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, indent=2)
 # The json module's own C string escaper: with an indent, json encodes in Python one token at a time
 # (its C encoder only writes compact JSON), 0.5 s for chunks.json of the stdlib.
-_encode_str: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+json_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
 
 
 class EncodedJSON(str):
@@ -116,7 +116,7 @@ def _indented_pieces(data: Any, depth: int = 0) -> Iterator[str]:
         if key is not None or isinstance(data, dict):
             if type(key) is not str:
                 raise _NotPlain
-            yield f"{',' if index else ''}{inner}{_encode_str(key)}: "
+            yield f"{',' if index else ''}{inner}{json_string(key)}: "
         else:
             yield f"{',' if index else ''}{inner}"
         yield from _indented_pieces(value, depth + 1)
@@ -126,7 +126,7 @@ def _indented_pieces(data: Any, depth: int = 0) -> Iterator[str]:
 def _indented(value: Any, depth: int) -> str:
     kind = type(value)
     if kind is str:
-        return _encode_str(value)
+        return json_string(value)
     if kind is EncodedJSON:
         return value
     if kind is int:
@@ -150,11 +150,11 @@ def _indented(value: Any, depth: int) -> str:
             # strings and ints, most values of the large files (chunks, symbols), without a call each
             item_kind = type(item)
             if item_kind is str:
-                parts.append(f"{_encode_str(key)}: {_encode_str(item)}")
+                parts.append(f"{json_string(key)}: {json_string(item)}")
             elif item_kind is int:
-                parts.append(f"{_encode_str(key)}: {int.__repr__(item)}")
+                parts.append(f"{json_string(key)}: {int.__repr__(item)}")
             else:
-                parts.append(f"{_encode_str(key)}: {_indented(item, depth + 1)}")
+                parts.append(f"{json_string(key)}: {_indented(item, depth + 1)}")
         return "{\n" + "  " * (depth + 1) + inner.join(parts) + "\n" + "  " * depth + "}"
     if kind is list or kind is tuple:
         if not value:

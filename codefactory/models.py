@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
-from .fileio import EncodedJSON, encode_json
+from .fileio import EncodedJSON, json_string
 
 ChunkKind = Literal["function", "method", "class", "module", "window"]
 Scene = Literal["scene1", "scene2"]
@@ -57,8 +57,15 @@ class Chunk:
     @cached_property
     def json_element(self) -> EncodedJSON:
         """This chunk as an element of chunks.json's list, encoded once: by the worker that made it, which sends
-        it back with the chunk, so the parent only joins the file (escaping 40 MB of text is most of writing it)."""
-        return encode_json(self.to_dict(), depth=1)
+        it back with the chunk, so the parent only joins the file (escaping 40 MB of text is most of writing it).
+
+        `encode_json(self.to_dict(), depth=1)` written out as one template (tested equal): a third less time."""
+        s = json_string
+        return EncodedJSON(
+            f'{{\n    "id": {s(self.id)},\n    "path": {s(self.path)},\n    "language": {s(self.language)},\n'
+            f'    "kind": {s(self.kind)},\n    "symbol": {s(self.symbol)},\n    "start_line": {self.start_line},\n'
+            f'    "end_line": {self.end_line},\n    "sha256": {s(self.sha256)},\n    "tokens": {self.tokens},\n'
+            f'    "text": {s(self.text)}\n  }}')
 
 
 @dataclass

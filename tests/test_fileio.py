@@ -48,3 +48,19 @@ def test_complete_lines_as_bytes_are_the_complete_lines_encoded(tmp_path: Path) 
     path.write_bytes('{"id":"a"}\n\n  \n{"id":"é"}\n{"id":"torn'.encode())
     assert complete_byte_lines(path) == [line.encode() for line in complete_lines(path)]
     assert complete_byte_lines(path) == [b'{"id":"a"}\n', '{"id":"é"}\n'.encode()]
+
+
+def test_chunk_and_symbol_json_templates_are_what_the_encoder_writes() -> None:
+    """Chunk.json_element and FileSymbols.json_element are written out as templates for speed: same text."""
+    from codefactory.models import Chunk
+    from codefactory.skeleton import FileSymbols, SymbolInfo
+
+    awkward = 'q"uote \\ back\nnew\ttab \x00 é 日本 😀 \u2028 \udc80'
+    chunk = Chunk(id=f"a.py::{awkward}", path="a.py", language="python", kind="function", symbol=awkward,
+                  start_line=1, end_line=12, sha256="0" * 64, tokens=40, text=awkward * 3)
+    assert chunk.json_element == encode_json(chunk.to_dict(), depth=1)
+    assert json.loads(chunk.json_element) == chunk.to_dict()
+    for symbols in ([], [SymbolInfo("function", awkward, f"def f() -> {awkward}", awkward, 3),
+                         SymbolInfo("class", "C", "class C:", "", 10)]):
+        file_symbols = FileSymbols(path=f"p/{awkward}.py", language="python", symbols=symbols)
+        assert file_symbols.json_element == encode_json(file_symbols.to_dict(), depth=2)

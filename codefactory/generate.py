@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import jsonschema
-
 from codefactory.cache import ReplyCache
 from codefactory.errors import GenerationError
 from codefactory.llm import LLM, GenerationParams, Usage
@@ -192,6 +190,8 @@ def parse_reply(text: str, schema: dict[str, Any], finish_reason: str = "stop") 
         raise ValueError(f"not JSON ({exc.msg} at position {exc.pos})") from None
     if not isinstance(data, dict):
         raise ValueError("the reply is not a JSON object")
+    import jsonschema  # here: commands that send no request (chunk, skeleton, scan) skip its import (~40 ms)
+
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "the object"

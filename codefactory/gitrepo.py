@@ -6,8 +6,10 @@ the work tree, so every sample's provenance (commit + path + blob) is exact.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
+import stat
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,18 @@ class FileChange:
     old_path: str | None  # None when added
     new_path: str | None  # None when deleted
     similarity: int  # 0-100 for renames, 0 otherwise
+
+
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NON_BLOCKING = getattr(os, "O_NONBLOCK", 0)
+
+
+def _blob_id(data: bytes, hex_length: int) -> str:
+    """git's object id of a blob holding `data` (SHA-1, or SHA-256 in repositories that use it)."""
+    digest = hashlib.sha1() if hex_length == 40 else hashlib.sha256()
+    digest.update(b"blob %d\0" % len(data))
+    digest.update(data)
+    return digest.hexdigest()
 
 
 class GitRepo:
@@ -182,6 +196,37 @@ class GitRepo:
         if kind != ObjectType.BLOB:
             raise RepositoryError(f"object {oid[:12]} is not a blob")
         return data
+
+    def read_blob_at(self, oid: str, path: str, size: int) -> bytes:
+        """The content of blob `oid` of `size` bytes, committed at `path`: from the work tree when the file there
+        is that blob (size, then git's hash of it checked), else from the object database.
+
+        Most files of a scanned commit sit in the work tree as committed, and reading and hashing them costs a
+        fifth of inflating their blobs (the stdlib's 2,249 files: 0.045 s against 0.22 s from loose objects;
+        packed objects' deltas make the database slower still). Edited, filtered (CRLF) or missing files, and
+        anything but a plain file there, are read from the database as before.
+        """
+        data = self._work_tree_file(path, size)
+        if data is not None and _blob_id(data, len(oid)) == oid:
+            return data
+        return self.read_blob(oid)
+
+    def _work_tree_file(self, path: str, size: int) -> bytes | None:
+        try:
+            # Not following a symlink, not waiting on a FIFO: only a plain file of the blob's size is read.
+            fd = os.open(self.root / path, os.O_RDONLY | _NO_FOLLOW | _NON_BLOCKING)
+        except OSError:
+            return None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size != size:
+                return None
+            data = os.read(fd, size + 1)
+            return data if len(data) == size else None
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
 
     def link_target(self, oid: str) -> str:
         """Where a symlink blob points (its content), undecodable bytes kept as surrogates."""

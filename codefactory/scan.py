@@ -175,7 +175,8 @@ class Selection:
 
     def read(self, k: int) -> bytes:
         """The content of the k-th entry to read."""
-        return self.repo.read_blob(self.entries[self.picked[k]].oid)
+        entry = self.entries[self.picked[k]]
+        return self.repo.read_blob_at(entry.oid, entry.path, entry.size)
 
     def assemble(self, examined: Sequence[Examined]) -> ScanResult:
         """The scan's result, given `examine`'s verdict on each picked entry, in the order of `picked`."""

@@ -259,3 +259,32 @@ def test_a_forked_process_reads_through_its_own_handle(tmp_path: Path) -> None:
     os.waitpid(pid, 0)
     assert answer == b"ok"
     assert repo._repo is inherited  # the parent keeps its handle
+
+
+def test_committed_files_are_read_from_the_work_tree_only_when_they_are_that_blob(tmp_path: Path) -> None:
+    """read_blob_at takes a work-tree file that is the blob itself (no inflating), else the object database."""
+    files = {"same.py": "x = 1\n", "edited.py": "y = 2\n", "gone.py": "z = 3\n", "fifo.py": "w = 4\n",
+             "link.py": "v = 5\n", "grown.py": "u = 6\n"}
+    raw = make_repo(tmp_path / "r", files)
+    repo = GitRepo(tmp_path / "r")
+    entries = {e.path: e for e in repo.list_files("HEAD")}
+    root = tmp_path / "r"
+    # A blob missing from the object database is still read when the work tree holds it unchanged.
+    same = entries["same.py"]
+    loose = Path(raw.path) / "objects" / same.oid[:2] / same.oid[2:]
+    loose.unlink()
+    assert repo.read_blob_at(same.oid, "same.py", same.size) == b"x = 1\n"
+    with pytest.raises(RepositoryError):
+        repo.read_blob(same.oid)
+    # Anything else there: the committed content, from the database.
+    (root / "edited.py").write_text("y = 9\n")  # the same size, another content: its hash tells
+    (root / "grown.py").write_text("u = 600000\n")
+    (root / "gone.py").unlink()
+    (root / "fifo.py").unlink()
+    os.mkfifo(root / "fifo.py")  # reading it would wait for a writer forever
+    (root / "link.py").unlink()
+    (root / "link.py").symlink_to("same.py")
+    for path, content in files.items():
+        if path != "same.py":
+            entry = entries[path]
+            assert repo.read_blob_at(entry.oid, path, entry.size) == content.encode(), path

@@ -274,3 +274,27 @@ def test_forked_scan_equals_the_serial_scan(tmp_path: Path) -> None:
     serial = scan(repo)
     assert all("<REDACTED:" in f.text for f in serial.files if f.secrets)
     assert scan(repo, redact_secrets=False).files != serial.files
+
+
+def test_minified_verdicts_match_measuring_every_line() -> None:
+    """_reason_by_content skips splitting most texts into lines: same verdicts as measuring them all."""
+    import random
+
+    from codefactory import scan
+
+    def measured(text: str) -> bool:
+        lines = text.splitlines()
+        longest, average = max(map(len, lines)), len(text) / len(lines)
+        return longest > scan._MAX_LINE or (len(text) >= scan._MIN_CHARS_FOR_AVG and average > scan._MAX_AVG_LINE)
+
+    rng = random.Random(5)
+    separators = ["\n", "\r", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", " ", "é"]
+    lengths = [0, 1, 299, 300, 301, 2499, 2500, 2501, 4998, 4999, 5000, 5001, 5002, 10_001]
+    for _ in range(3000):
+        text = "".join(rng.choice(["x" * rng.choice(lengths), "y" * rng.randint(0, 400),
+                                   rng.choice(separators) * rng.randint(1, 3)]) for _ in range(rng.randint(1, 5)))
+        if not text.strip():
+            continue
+        expected = "minified" if measured(text) else None
+        assert scan._reason_by_content("a.py", text) == expected, [len(line) for line in text.splitlines()]
+    assert scan._reason_by_content("a.py", "\n \t\n") == "empty"

@@ -2,7 +2,7 @@
 
 o200k_base, offline (tiktoken downloads its encodings on first use), by one of two tokenizers that count
 alike (tests/test_tokens.py): bpe-openai, ready in ~0.06 s, for a few files' worth of text; gigatoken, which
-counts code 3-10x faster but takes ~0.25 s to start, once a large tree is about to be chunked
+counts code 3-10x faster but takes ~0.28 s to start, once a large tree is about to be chunked
 (`load_tokenizer(bulk=True)`; bench/README.md). The local backend sizes its own prompts with the model's
 tokenizer; this count is the provider-neutral estimate used for chunk bounds, skeleton budgets and dry-run plans.
 """

@@ -17,6 +17,7 @@ from typing import TypeVar
 from .chunk import chunk_file
 from .models import Chunk, SourceFile
 from .scan import Examined, ScanResult, Selection, detect_language, examine
+from .secrets import load_rules
 from .skeleton import FileRefs, FileSymbols, extract_symbols, file_refs
 from .tokens import load_tokenizer
 from .workers import fork_map, worker_count
@@ -83,18 +84,23 @@ def scan_and_analyze(
                           secrets=found)
         return examined, _analyze_one(file, max_tokens, min_tokens)
 
-    results = _each(one, sizes, worker_count(sizes, workers, min_chars))
+    results = _each(one, sizes, worker_count(sizes, workers, min_chars), shared=load_rules if redact_secrets else None)
     scanned = selection.assemble([examined for examined, _ in results])
     return scanned, _gathered([result for _, result in results if result is not None])
 
 
-def _each(job: Callable[[int], T], sizes: Sequence[int], workers: int) -> list[T]:
-    """[job(0), job(1), ...], one index per size, in `workers` forked processes when there are several."""
+def _each(job: Callable[[int], T], sizes: Sequence[int], workers: int,
+          shared: Callable[[], None] | None = None) -> list[T]:
+    """[job(0), job(1), ...], one index per size, in `workers` forked processes when there are several.
+    `shared` loads what every job uses, called before forking so that the workers share it."""
     if sum(sizes) >= BULK_COUNT_MIN_CHARS:
         load_tokenizer(bulk=True)
     if workers < 2:
         return [job(i) for i in range(len(sizes))]
-    load_tokenizer()  # once, before forking: the workers share it instead of each building it
+    # Once, before forking: the workers share them instead of each building its own.
+    load_tokenizer()
+    if shared is not None:
+        shared()
     return fork_map(job, sizes, workers)
 
 

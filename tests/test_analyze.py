@@ -123,6 +123,27 @@ def test_one_pass_scan_and_analysis_match_scan_then_analyze(tmp_path: Path) -> N
     assert {s.path: s.reason for s in result.skipped} == {"logo.png": "binary", "blob.bin.txt": "binary"}
 
 
+def test_the_workers_share_the_secret_rules_the_parent_built_before_forking(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from codefactory import secrets
+
+    if threading.active_count() > 1:
+        pytest.skip("another thread is running: the scan stays serial (fork would be unsafe)")
+    files = {f.path: f.text for f in stdlib_files()}
+    files["settings.py"] = 'API_KEY = "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789"\n'
+    make_repo(tmp_path / "r", files)
+    secrets._rules.cache_clear()
+    unredacted, _ = scan_and_analyze(select(GitRepo(tmp_path / "r")), max_tokens=300, min_tokens=40,
+                                     redact_secrets=False, workers=2, min_chars=0)
+    assert secrets._rules.cache_info().currsize == 0, "nothing to redact: no rules built"
+    result, _ = scan_and_analyze(select(GitRepo(tmp_path / "r")), max_tokens=300, min_tokens=40, workers=2,
+                                 min_chars=0)
+    # Only the workers scan lines for secrets: built in the parent, the rules were built before the fork.
+    assert secrets._rules.cache_info().currsize == 1
+    assert "<REDACTED:" in next(f.text for f in result.files if f.path == "settings.py")
+    assert "<REDACTED:" not in next(f.text for f in unredacted.files if f.path == "settings.py")
+
+
 def test_batches_cover_every_item_once_and_shrink_toward_the_end() -> None:
     sizes = [10_000_000] * 3 + [100] * 5000  # a few huge files, then thousands of tiny ones
     batches = workers._batches(sizes, 2)

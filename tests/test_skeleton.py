@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -170,6 +171,19 @@ def test_centrality_ranks_the_most_imported_module_first() -> None:
     assert centrality["billing/reminders.py"] == 0.0
 
 
+def test_numbers_are_not_references_to_modules() -> None:
+    files = [SourceFile("data/2024.py", "python", "def report():\n    return 1\n", ""),
+             SourceFile("util/x1F.py", "python", "def mask():\n    return 2\n", ""),
+             SourceFile("lib/helpers.py", "python", "def helper():\n    return 3\n", ""),
+             SourceFile("app.py", "python", "import helpers\n\nYEAR = 2024  # of the report\n"
+                                            "MASK = 0x1F  # the mask\nhelpers.helper()\n", "")]
+    centrality = build_skeleton(files).centrality
+    assert centrality["lib/helpers.py"] == 1.0
+    # Each named with one of its symbols, which would count 0.5 if these numbers were names.
+    assert centrality["data/2024.py"] == 0.0, "the number 2024 is not the module 2024"
+    assert centrality["util/x1F.py"] == 0.0, "0x1F is a number, not the module x1F"
+
+
 def test_budget_keeps_central_files_and_lists_the_rest_as_omitted() -> None:
     files = _project()
     full = build_skeleton(files)
@@ -242,11 +256,14 @@ def test_nested_definitions_get_qualified_names(language: str, text: str, names:
     assert [s.name for s in symbols] == names
 
 
-def test_identifiers_are_what_the_identifier_regex_finds() -> None:
-    from codefactory.skeleton import _IDENTIFIER, _identifiers
+def test_a_files_words_are_its_runs_of_identifier_characters() -> None:
+    from codefactory.skeleton import _words
 
     text = ("9abc 12 x _ __init__ a1 1a2b été_ok naïve λx \ud800surrogate_name o'reilly x2y3\n"
             "import os.path as p  # 0x1F 3rd 42nd __ _a a_ \t\u00a0tab\x00nul")
-    assert _identifiers(text) == set(_IDENTIFIER.findall(text))
-    assert {"abc", "a2b", "_ok", "surrogate_name", "os", "x2y3", "__init__", "__"} <= _identifiers(text)
-    assert not {"x", "_", "a", "12"} & _identifiers(text)
+    words = _words(text).split("\n")
+    assert sorted(words) == sorted(set(re.findall(r"[A-Za-z0-9_]+", text)))
+    assert {"9abc", "12", "x", "_", "__init__", "1a2b", "_ok", "surrogate_name", "os", "x2y3", "0x1F"} <= set(words)
+    assert _words("") == "" and _words("-- ++ ==") == ""
+
+

@@ -107,11 +107,13 @@ def _each(job: Callable[[int], T], sizes: Sequence[int], workers: int,
 def _analyze_one(file: SourceFile, max_tokens: int, min_tokens: int) -> FileAnalysis:
     chunks = chunk_file(file, max_tokens=max_tokens, min_tokens=min_tokens)
     symbols = extract_symbols(file)
-    # Their JSON is encoded here, in the worker, and sent back with them (cached on each object).
+    # Their JSON (and the symbols' skeleton text) is made here, in the worker, and sent back with them (cached
+    # on each object).
     for chunk in chunks:
         chunk.json_element  # noqa: B018
     if symbols.symbols:  # only files with symbols are in the skeleton
         symbols.json_element  # noqa: B018
+        symbols.section  # noqa: B018
     return chunks, symbols, file_refs(file)
 
 

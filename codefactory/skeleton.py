@@ -62,8 +62,10 @@ class FileSymbols:
     language: str
     symbols: list[SymbolInfo]
 
+    @cached_property
     def section(self) -> str:
-        """This file's block in the skeleton text: a header line, then one line per symbol."""
+        """This file's block in the skeleton text: a header line, then one line per symbol. Made once, by the
+        worker that read the file: the skeleton is fitted to its budget by rendering its text several times."""
         lines = [f"## {self.path}"]
         for symbol in self.symbols:
             # nesting shows in the qualified name; Go methods are top-level although named Type.Method
@@ -105,7 +107,7 @@ class Skeleton:
         """The text of project_skeleton.txt: the tree, then the kept files' symbols, sorted by path."""
         left_out = set(self.omitted)
         parts = ["Directory tree:", self.tree, "", "Symbols:"]
-        parts.extend(f.section() for f in self.files if f.path not in left_out)
+        parts.extend(f.section for f in self.files if f.path not in left_out)
         if left_out:
             parts.append(f"({len(left_out)} more files' symbols omitted to fit the token budget)")
         return "\n".join(parts) + "\n"
@@ -128,7 +130,7 @@ class Skeleton:
     def slice(self, paths: Iterable[str]) -> str:
         """The symbol sections of just these files (omitted ones included), sorted by path."""
         wanted = set(paths)
-        return "\n".join(f.section() for f in self.files if f.path in wanted)
+        return "\n".join(f.section for f in self.files if f.path in wanted)
 
 
 def extract_symbols(file: SourceFile) -> FileSymbols:
@@ -176,7 +178,7 @@ def build_skeleton(files: Sequence[SourceFile], *, token_budget: int = 6000, rep
         if remaining <= 0:
             omitted.append(file_symbols.path)
             continue
-        section = file_symbols.section()
+        section = file_symbols.section
         # a section longer than 10 chars per remaining token cannot fit; skip counting it (huge generated files)
         cost = count_tokens(section) + 1 if len(section) <= 10 * remaining + 1000 else remaining + 1
         if cost <= remaining:

@@ -49,6 +49,9 @@ def test_forked_workers_match_the_serial_path() -> None:
         pytest.skip("another thread is running: analyze_files stays serial (fork would be unsafe)")
     assert worker_count(sizes(files), 2, 0) == 2
     forked = analyze_files(files, max_tokens=300, min_tokens=40, workers=2, min_chars=0)
+    # made by the workers, not left for the parent to make one after the other
+    assert all({"json_element", "section"} <= vars(s).keys() for s in forked.symbols.values() if s.symbols)
+    assert all("json_element" in vars(c) for c in forked.chunks)
     serial = analyze_files(files, max_tokens=300, min_tokens=40, workers=1)
     assert as_json(forked) == as_json(serial)
     assert [c.to_dict() for c in serial.chunks] == [c.to_dict() for c in chunk_files(files, max_tokens=300, min_tokens=40)]

@@ -231,7 +231,7 @@ def test_tree_cut_short_when_even_collapsed_it_is_too_big() -> None:
 
 
 def test_file_symbols_section_format() -> None:
-    section = FileSymbols("a.py", "python", extract_symbols(sample("python")).symbols[:2]).section()
+    section = FileSymbols("a.py", "python", extract_symbols(sample("python")).symbols[:2]).section
     assert section == "## a.py\nclass LineItem — One product line in an order.\n  def total(self) -> Decimal"
 
 

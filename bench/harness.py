@@ -19,7 +19,7 @@ if str(ROOT) not in sys.path:
 
 from codefactory.config import load_config  # noqa: E402
 from codefactory.gitrepo import GitRepo  # noqa: E402
-from codefactory.pipeline import Workspace  # noqa: E402
+from codefactory.snapshot import Workspace  # noqa: E402
 
 MODEL = "bench-model"
 

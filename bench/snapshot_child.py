@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import workspace  # noqa: E402
 from codefactory.cli import run  # noqa: E402
-from codefactory.pipeline import take_snapshot, write_chunks, write_skeleton  # noqa: E402
+from codefactory.snapshot import take_snapshot, write_chunks, write_skeleton  # noqa: E402
 
 
 def main(repo: str, out: str) -> None:

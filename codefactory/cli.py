@@ -22,7 +22,7 @@ from codefactory import __version__
 from codefactory.errors import CodefactoryError
 
 if TYPE_CHECKING:
-    from codefactory import pipeline
+    from codefactory import pipeline, snapshot
 
 log = logging.getLogger("codefactory")
 
@@ -36,14 +36,14 @@ class State:
         self.config_file = Path(config_file) if config_file else None
         self.verbosity = verbosity
 
-    def workspace(self, **overrides: Any) -> pipeline.Workspace:
-        from codefactory import pipeline
+    def workspace(self, **overrides: Any) -> snapshot.Workspace:
         from codefactory.config import load_config
         from codefactory.gitrepo import GitRepo
+        from codefactory.snapshot import Workspace
 
         repo = GitRepo(self.repo_path)
         config = load_config(repo.root, self.config_file, {**self.flags, **overrides})
-        return pipeline.Workspace(repo=repo, config=config, progress=self.verbosity >= 0)
+        return Workspace(repo=repo, config=config, progress=self.verbosity >= 0)
 
 
 pass_state = click.make_pass_decorator(State)
@@ -79,11 +79,8 @@ def cli(ctx: click.Context, repo: str, config_file: str | None, verbose: int, qu
 @pass_state
 def scan(state: State) -> None:
     """List the files that would be processed (-v: and why the others are skipped)."""
-    from codefactory import pipeline
-
     ws = state.workspace()
-    result = pipeline.scan(ws.repo, ws.config["rev"], include=ws.config["scan.include"],
-                           exclude=ws.config["scan.exclude"], max_file_bytes=ws.config["scan.max_file_bytes"])
+    result = ws.scan()  # with the pipeline's own settings: what it lists is what the pipeline reads
     for file in result.files:
         click.echo(f"{_shown(file.path)}\t{file.language}")
     if state.verbosity > 0:
@@ -100,24 +97,24 @@ def scan(state: State) -> None:
 @pass_state
 def chunk(state: State) -> None:
     """Write chunks.json."""
-    from codefactory import pipeline
+    from codefactory.snapshot import take_snapshot, write_chunks
 
     ws = state.workspace()
-    snapshot = pipeline.take_snapshot(ws)
-    path = pipeline.write_chunks(ws, snapshot)
-    click.echo(f"{len(snapshot.chunks)} chunks from {len(snapshot.scan.files)} files -> {path}", err=True)
+    taken = take_snapshot(ws)
+    path = write_chunks(ws, taken)
+    click.echo(f"{len(taken.chunks)} chunks from {len(taken.scan.files)} files -> {path}", err=True)
 
 
 @cli.command()
 @pass_state
 def skeleton(state: State) -> None:
     """Write project_skeleton.txt and project_skeleton.json."""
-    from codefactory import pipeline
+    from codefactory.snapshot import take_snapshot, write_skeleton
 
     ws = state.workspace()
-    snapshot = pipeline.take_snapshot(ws)
-    paths = pipeline.write_skeleton(ws, snapshot)
-    click.echo(f"skeleton of {len(snapshot.skeleton.files)} files ({snapshot.skeleton.token_count} tokens) -> "
+    taken = take_snapshot(ws)
+    paths = write_skeleton(ws, taken)
+    click.echo(f"skeleton of {len(taken.skeleton.files)} files ({taken.skeleton.token_count} tokens) -> "
                + ", ".join(str(p) for p in paths), err=True)
 
 

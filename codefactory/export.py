@@ -28,7 +28,7 @@ from codefactory.sft import user_turn
 from codefactory.store import DatasetStore
 
 if TYPE_CHECKING:
-    from codefactory.pipeline import Workspace
+    from codefactory.snapshot import Workspace
 
 FORMATS = ("openai", "sharegpt", "alpaca", "hf")
 SPLITS = ("train", "validation")

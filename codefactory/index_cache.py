@@ -29,7 +29,7 @@ from codefactory.quality_cache import FORMAT, STAMP, quality_cache_dir, read_mar
 from codefactory.skeleton import FileSymbols, extract_symbols
 
 if TYPE_CHECKING:
-    from codefactory.pipeline import Snapshot, Workspace
+    from codefactory.snapshot import Snapshot, Workspace
 
 INDEX_DIR = "index"  # one summary per recent commit: index/<commit>.marshal
 ENTRIES_DIR = "entries"  # per-file entries by content, shared by every commit (diskcache)

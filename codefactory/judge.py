@@ -25,7 +25,7 @@ from codefactory.store import DatasetStore
 from codefactory.ui import progress_bar
 
 if TYPE_CHECKING:
-    from codefactory.pipeline import Workspace
+    from codefactory.snapshot import Workspace
 
 PROMPT = "judge"
 CRITERIA = ("accuracy", "usefulness", "clarity")

@@ -33,7 +33,7 @@ from codefactory.validate import text_fields, validate
 from codefactory.workers import fork_map, paused_gc, worker_count
 
 if TYPE_CHECKING:
-    from codefactory.pipeline import Snapshot, Workspace
+    from codefactory.snapshot import Snapshot, Workspace
 
 QUALITY_FILE = "quality.json"
 # Below this many Scene-1 samples to check, forking workers does not pay (~0.6 ms of CPU a sample).

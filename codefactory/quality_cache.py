@@ -28,7 +28,7 @@ from codefactory.dedup import KeptSignatures, signature_key
 from codefactory.fileio import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from codefactory.pipeline import Workspace
+    from codefactory.snapshot import Workspace
 
 FORMAT = 3  # bump when what a FileEntry, a summary or the facts hold changes
 # The summaries and facts are plain dicts, lists and strings read on every run: marshal reads and writes them

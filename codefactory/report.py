@@ -22,7 +22,7 @@ from codefactory.store import SCENES, DatasetStore
 from codefactory.tokens import count_tokens
 
 if TYPE_CHECKING:
-    from codefactory.pipeline import Workspace
+    from codefactory.snapshot import Workspace
 
 
 def write_report(ws: "Workspace", to: Path | None = None) -> Path:

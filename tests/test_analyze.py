@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from codefactory import pipeline, workers
+from codefactory import snapshot, workers
 from codefactory.analyze import Analysis, analyze_files, scan_and_analyze
 from codefactory.chunk import chunk_files
 from codefactory.config import load_config
@@ -219,22 +219,22 @@ def test_outputs_from_forked_workers_are_the_bytes_json_would_write(tmp_path: Pa
         pytest.skip("another thread is running: the analysis stays serial (fork would be unsafe)")
     files = {f.path: f.text for f in stdlib_files()}
     make_repo(tmp_path / "r", files)
-    ws = pipeline.Workspace(GitRepo(tmp_path / "r"), load_config(tmp_path / "r", flags={"out": str(tmp_path / "out")},
-                                                                  environ={}), progress=False)
+    config = load_config(tmp_path / "r", flags={"out": str(tmp_path / "out")}, environ={})
+    ws = snapshot.Workspace(GitRepo(tmp_path / "r"), config, progress=False)
     collecting: list[bool] = []
 
     def two_workers(*args: Any, **kwargs: Any) -> Any:  # even for these few files
         collecting.append(gc.isenabled())
         return scan_and_analyze(*args, workers=2, min_chars=0, **kwargs)
 
-    monkeypatch.setattr(pipeline, "scan_and_analyze", two_workers)
-    snapshot = pipeline.take_snapshot(ws)
+    monkeypatch.setattr(snapshot, "scan_and_analyze", two_workers)
+    taken = snapshot.take_snapshot(ws)
     assert collecting == [False] and gc.isenabled(), "no cyclic collections during the snapshot, and on again after"
-    assert all("json_element" in vars(c) for c in snapshot.chunks), "encoded in the workers"
-    chunks_file = pipeline.write_chunks(ws, snapshot)
-    expected = json.dumps([c.to_dict() for c in snapshot.chunks], ensure_ascii=False, indent=2) + "\n"
+    assert all("json_element" in vars(c) for c in taken.chunks), "encoded in the workers"
+    chunks_file = snapshot.write_chunks(ws, taken)
+    expected = json.dumps([c.to_dict() for c in taken.chunks], ensure_ascii=False, indent=2) + "\n"
     assert chunks_file.read_text(encoding="utf-8") == expected
-    _, skeleton_file = pipeline.write_skeleton(ws, snapshot)
-    expected = json.dumps(snapshot.skeleton.to_dict(), ensure_ascii=False, indent=2) + "\n"
+    _, skeleton_file = snapshot.write_skeleton(ws, taken)
+    expected = json.dumps(taken.skeleton.to_dict(), ensure_ascii=False, indent=2) + "\n"
     assert skeleton_file.read_text(encoding="utf-8") == expected
     assert json.loads(expected)["files"][0]["symbols"], "symbols made it into the file"

@@ -90,7 +90,7 @@ def test_unknown_revision(tmp_path: Path, run) -> None:  # type: ignore[no-untyp
 
 SKIPPED = {
     "assets/logo.png": (b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "binary"),
-    "data/blob.dat": (b"header\x00\x01\x02 binary payload", "binary"),
+    "assets/blob.dat": (b"header\x00\x01\x02 binary payload", "binary"),
     "src/nul.py": (b"def f():\n    return 1\x00\n", "binary"),  # NUL bytes are binary, whatever the extension
     "src/latin1.py": ("# caf\u00e9 r\u00e9sum\u00e9\nNAME = 'na\u00efve'\n".encode("latin-1"), "not UTF-8 text"),
     "src/utf16.py": ("x = 1\n".encode("utf-16"), "not UTF-8 text"),

@@ -23,10 +23,10 @@ from codefactory.errors import RevisionError
 from codefactory.gitrepo import GitRepo
 from codefactory.models import Chunk, SourceFile
 from codefactory.pipeline import RunReport
-from codefactory.snapshot import Snapshot, Workspace
 from codefactory.scan import IGNORE_FILE, ScanResult
 from codefactory.scene2 import THEMES, Anchor, choose_anchors, slice_sha256
 from codefactory.skeleton import Skeleton, extract_symbols
+from codefactory.snapshot import Snapshot, Workspace
 from codefactory.store import DatasetStore, LiveSet, Pending
 
 FALLBACKS = ("none", "full")

@@ -6,6 +6,8 @@ import dataclasses
 import gc
 import json
 import os
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -126,8 +128,7 @@ def test_one_pass_scan_and_analysis_match_scan_then_analyze(tmp_path: Path) -> N
     assert {s.path: s.reason for s in result.skipped} == {"logo.png": "binary", "blob.bin.txt": "binary"}
 
 
-def test_the_workers_share_the_secret_rules_the_parent_built_before_forking(tmp_path: Path,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_workers_share_the_secret_rules_the_parent_built_before_forking(tmp_path: Path) -> None:
     from codefactory import secrets
 
     if threading.active_count() > 1:
@@ -169,16 +170,11 @@ def test_fork_map_turns_garbage_collection_back_on() -> None:
 
 
 def _result_directories() -> set[str]:
-    import tempfile
-
     return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("codefactory-results-")}
 
 
 def test_results_come_back_through_files_or_the_pipe_and_leave_nothing_behind(tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import shutil
-    import tempfile
-
     if threading.active_count() > 1:
         pytest.skip("another thread is running: fork would be unsafe")
     before = _result_directories()

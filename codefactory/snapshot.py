@@ -131,8 +131,9 @@ class Snapshot:
 def take_snapshot(ws: Workspace, rev: str | None = None) -> Snapshot:
     c = ws.config
     # The analysis and the skeleton build many objects and no cycles, which cyclic collections would walk
-    # again and again: 7% of a serial analysis of the stdlib, ~0.1 s of the skeleton after a parallel one.
-    with paused_gc():
+    # again and again: 7% of a serial analysis of the stdlib, ~0.1 s of the skeleton after a parallel one. The
+    # snapshot lives as long as the run, so later collections leave it alone too (`kept`).
+    with paused_gc(kept=True):
         # One pass per file for its redaction, chunks and symbols (in worker processes on large trees).
         selection = select(ws.repo, rev or c["rev"], **ws.scan_options)
         result, analysis = scan_and_analyze(selection, max_tokens=c["chunk.max_tokens"],

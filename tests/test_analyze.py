@@ -169,6 +169,22 @@ def test_fork_map_turns_garbage_collection_back_on() -> None:
     assert gc.isenabled(), "the caller's collector is on again"
 
 
+def test_what_a_kept_pause_made_is_left_out_of_later_collections() -> None:
+    frozen = gc.get_freeze_count()
+    try:
+        with workers.paused_gc(kept=True):
+            assert not gc.isenabled()
+            made = [[i] for i in range(1000)]
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= frozen + len(made), "frozen: no collection walks them again"
+        kept = gc.get_freeze_count()
+        with workers.paused_gc():
+            made.append([0])
+        assert gc.get_freeze_count() == kept, "a plain pause freezes nothing"
+    finally:
+        gc.unfreeze()  # the test process as it was
+
+
 def _result_directories() -> set[str]:
     return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("codefactory-results-")}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +40,18 @@ def test_the_scan_command_lists_what_a_snapshot_reads(tmp_path: Path) -> None:
     read = {f.path for f in take_snapshot(ws).scan.files}
     assert read == {"shop/cart.py"}
     assert [line.split("\t")[0] for line in listed.stdout.splitlines()] == sorted(read)
+
+
+def test_a_snapshot_is_left_out_of_later_collections(tmp_path: Path) -> None:
+    """It lives as long as the run: the first collection after it would otherwise walk all it made (bench/README.md)."""
+    repo = tmp_path / "r"
+    make_repo(repo, {f"shop/m{i}.py": f"def f{i}(items):\n    return sum(items) + {i}\n" for i in range(30)})
+    ws = Workspace(GitRepo(repo), load_config(repo, environ={}), progress=False)
+    gc.unfreeze()
+    try:
+        snapshot = take_snapshot(ws)
+        assert len(snapshot.chunks) == 30
+        assert gc.get_freeze_count() >= len(snapshot.chunks) + len(snapshot.skeleton.files)
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()

@@ -100,12 +100,13 @@ class _NotPlain(Exception):
 
 
 def _indented_pieces(data: Any, depth: int = 0) -> Iterator[str]:
-    """What `_JSON_ENCODER.iterencode(data)` writes, a piece per item of the outer level.
+    """What `_JSON_ENCODER.iterencode(data)` writes, a piece per item of the two outer levels.
 
     Deeper values are written as one string each: far fewer pieces, and each one small, so no
-    4-byte-a-character string as large as the file (see atomic_write_json).
+    4-byte-a-character string as large as the file (see atomic_write_json). Two levels, as the large files
+    hold their many items: chunks.json at the first, project_skeleton.json's files at the second.
     """
-    if depth >= 1 or not isinstance(data, (dict, list, tuple)) or not data:
+    if depth >= 2 or not isinstance(data, (dict, list, tuple)) or not data:
         yield _indented(data, depth)
         return
     inner = "\n" + "  " * (depth + 1)

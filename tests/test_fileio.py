@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from codefactory.fileio import atomic_write_bytes, atomic_write_json, complete_byte_lines, complete_lines, encode_json
+from codefactory.fileio import (
+    _indented_pieces,
+    atomic_write_bytes,
+    atomic_write_json,
+    complete_byte_lines,
+    complete_lines,
+    encode_json,
+)
 
 
 def test_json_is_written_as_json_dumps_indented_would(tmp_path: Path) -> None:
@@ -40,6 +47,15 @@ def test_values_encoded_beforehand_are_written_as_they_are(tmp_path: Path) -> No
     assert (tmp_path / "encoded.json").read_bytes() == (tmp_path / "plain.json").read_bytes()
     atomic_write_json(tmp_path / "list.json", [encode_json(c, depth=1) for c in chunks])
     assert (tmp_path / "list.json").read_text(encoding="utf-8") == json.dumps(chunks, ensure_ascii=False, indent=2) + "\n"
+
+
+def test_the_items_of_a_files_two_outer_levels_are_written_piece_by_piece(tmp_path: Path) -> None:
+    """project_skeleton.json's files sit at the second level: not joined into one string as large as the file."""
+    files = [encode_json({"path": f"m{i}.py", "symbols": ["\U0001f600" * 50]}, depth=2) for i in range(200)]
+    data = {"tree": "m0.py", "files": files, "centrality": {f"m{i}.py": i / 7 for i in range(200)}}
+    pieces = list(_indented_pieces(data))
+    assert max(map(len, pieces)) == max(map(len, files))
+    assert "".join(pieces) == json.dumps(json.loads("".join(pieces)), ensure_ascii=False, indent=2)
 
 
 def test_complete_lines_as_bytes_are_the_complete_lines_encoded(tmp_path: Path) -> None:

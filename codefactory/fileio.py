@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 # Test hook for the crash tests (tests/test_reliability.py): `CODEFACTORY_TEST_KILL_AT=<point>[#n]` SIGKILLs
 # the process the n-th time (default 1st) it reaches <point>, which is `before-replace:<file name>` (a whole
@@ -58,24 +58,24 @@ def _atomic_write(path: Path, write: Callable[[Any], object], *, binary: bool = 
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    """`json.dumps(data, ensure_ascii=False, indent=2)` and a newline, written atomically."""
+    """`json.dumps(data, ensure_ascii=False, indent=2)` and a newline, written atomically as UTF-8 (`json_utf8`)."""
     # Streamed, not built as one string: a single character beyond U+FFFF makes Python store a whole
     # str at 4 bytes a character, and chunks.json of Go's standard library then took 535 MB at once.
     # In batches of pieces, not one write call per piece as json.dump makes: 15% faster.
-    def write(handle: TextIO) -> None:
+    def write(handle: BinaryIO) -> None:
         try:
             pieces = _indented_pieces(data)
-            while batch := "".join(islice(pieces, 256)):
+            while batch := b"".join(islice(pieces, 256)):
                 handle.write(batch)
         except _NotPlain:  # a type only the json module knows how to write: start over with it
             handle.seek(0)
             handle.truncate()
-            pieces = _JSON_ENCODER.iterencode(data)
-            while batch := "".join(islice(pieces, 4096)):
-                handle.write(batch)
-        handle.write("\n")
+            encoded = _JSON_ENCODER.iterencode(data)
+            while text := "".join(islice(encoded, 4096)):
+                handle.write(json_utf8(text))
+        handle.write(b"\n")
 
-    _atomic_write(path, write)
+    _atomic_write(path, write, binary=True)
 
 
 _JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, indent=2)
@@ -84,52 +84,64 @@ _JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, indent=2)
 json_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
 
 
-class EncodedJSON(str):
-    """A value already encoded as `atomic_write_json` encodes it at the depth where it is placed: written as it
-    is. Lets many small values be encoded where they are made (in worker processes), not all at the end.
-    Only among plain values: json's own encoder, the fallback for other types, would write it as a string."""
+def json_utf8(text: str) -> bytes:
+    """JSON text as UTF-8. A lone surrogate, which UTF-8 cannot hold (a JSON string may), becomes its \\uXXXX escape:
+    backslashreplace writes exactly that, and a JSON reader gives back the same string."""
+    return text.encode("utf-8", "backslashreplace")
+
+
+class EncodedJSON(bytes):
+    """A value already encoded as `atomic_write_json` writes it at the depth where it is placed, UTF-8 and all:
+    written as it is. Lets many small values be encoded where they are made (in worker processes), not all at
+    the end; as bytes, they cross back from the workers and are written out without being decoded and encoded
+    again. Only among plain values: json's own encoder, the fallback for other types, refuses them."""
 
 
 def encode_json(value: Any, depth: int = 0) -> EncodedJSON:
     """`value` as `atomic_write_json` writes it at nesting `depth` (its first line not indented)."""
-    return EncodedJSON(_indented(value, depth))
+    return EncodedJSON(json_utf8(_indented(value, depth)))
 
 
 class _NotPlain(Exception):
     """A value other than dict/list/tuple/str/int/float/bool/None, or a key other than str."""
 
 
-def _indented_pieces(data: Any, depth: int = 0) -> Iterator[str]:
+def _indented_pieces(data: Any, depth: int = 0) -> Iterator[bytes]:
     """What `_JSON_ENCODER.iterencode(data)` writes, a piece per item of the two outer levels.
 
     Deeper values are written as one string each: far fewer pieces, and each one small, so no
     4-byte-a-character string as large as the file (see atomic_write_json). Two levels, as the large files
     hold their many items: chunks.json at the first, project_skeleton.json's files at the second.
     """
+    if type(data) is EncodedJSON:
+        yield data
+        return
     if depth >= 2 or not isinstance(data, (dict, list, tuple)) or not data:
-        yield _indented(data, depth)
+        yield json_utf8(_indented(data, depth))
         return
     inner = "\n" + "  " * (depth + 1)
-    opening, closing = ("{", "}") if isinstance(data, dict) else ("[", "]")
-    yield opening
-    items = data.items() if isinstance(data, dict) else ((None, v) for v in data)
-    for index, (key, value) in enumerate(items):
-        if key is not None or isinstance(data, dict):
+    if isinstance(data, dict):
+        yield b"{"
+        for index, (key, value) in enumerate(data.items()):
             if type(key) is not str:
                 raise _NotPlain
-            yield f"{',' if index else ''}{inner}{json_string(key)}: "
-        else:
-            yield f"{',' if index else ''}{inner}"
-        yield from _indented_pieces(value, depth + 1)
-    yield "\n" + "  " * depth + closing
+            yield json_utf8(f"{',' if index else ''}{inner}{json_string(key)}: ")
+            yield from _indented_pieces(value, depth + 1)
+    else:
+        yield b"["
+        separator = b"," + inner.encode("utf-8")
+        for index, value in enumerate(data):
+            yield separator if index else separator[1:]
+            yield from _indented_pieces(value, depth + 1)
+    yield ("\n" + "  " * depth + ("}" if isinstance(data, dict) else "]")).encode("utf-8")
 
 
 def _indented(value: Any, depth: int) -> str:
     kind = type(value)
     if kind is str:
         return json_string(value)
-    if kind is EncodedJSON:
-        return value
+    if kind is EncodedJSON:  # deeper than the pieces written as they are
+        return value.decode("utf-8")
     if kind is int:
         return int.__repr__(value)
     if value is None:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
-from .fileio import EncodedJSON, json_string
+from .fileio import EncodedJSON, json_string, json_utf8
 
 ChunkKind = Literal["function", "method", "class", "module", "window"]
 Scene = Literal["scene1", "scene2"]
@@ -61,11 +61,11 @@ class Chunk:
 
         `encode_json(self.to_dict(), depth=1)` written out as one template (tested equal): a third less time."""
         s = json_string
-        return EncodedJSON(
+        return EncodedJSON(json_utf8(
             f'{{\n    "id": {s(self.id)},\n    "path": {s(self.path)},\n    "language": {s(self.language)},\n'
             f'    "kind": {s(self.kind)},\n    "symbol": {s(self.symbol)},\n    "start_line": {self.start_line},\n'
             f'    "end_line": {self.end_line},\n    "sha256": {s(self.sha256)},\n    "tokens": {self.tokens},\n'
-            f'    "text": {s(self.text)}\n  }}')
+            f'    "text": {s(self.text)}\n  }}'))
 
 
 @dataclass

@@ -17,7 +17,7 @@ from functools import cached_property
 from typing import Any
 
 from .dirtree import render_tree
-from .fileio import EncodedJSON, json_string
+from .fileio import EncodedJSON, json_string, json_utf8
 from .models import SourceFile
 from .outline import Definition, outline
 from .tokens import count_tokens
@@ -89,8 +89,8 @@ class FileSymbols:
             f'          "signature": {s(x.signature)},\n          "doc": {s(x.doc)},\n          "line": {x.line}\n        }}'
             for x in self.symbols)
         listed = f"[\n{symbols}\n      ]" if self.symbols else "[]"
-        return EncodedJSON(f'{{\n      "path": {s(self.path)},\n      "language": {s(self.language)},\n'
-                           f'      "symbols": {listed}\n    }}')
+        return EncodedJSON(json_utf8(f'{{\n      "path": {s(self.path)},\n      "language": {s(self.language)},\n'
+                                     f'      "symbols": {listed}\n    }}'))
 
 
 @dataclass(frozen=True)

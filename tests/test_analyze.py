@@ -40,7 +40,7 @@ def sizes(files: list[SourceFile]) -> list[int]:
 
 
 def as_json(analysis: Analysis) -> str:
-    return json.dumps([[c.to_dict() for c in analysis.chunks], [c.json_element for c in analysis.chunks],
+    return json.dumps([[c.to_dict() for c in analysis.chunks], [c.json_element.decode() for c in analysis.chunks],
                        sorted((p, repr(s)) for p, s in analysis.symbols.items()),
                        sorted((p, repr(r)) for p, r in analysis.refs.items())])
 

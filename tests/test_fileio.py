@@ -55,7 +55,8 @@ def test_the_items_of_a_files_two_outer_levels_are_written_piece_by_piece(tmp_pa
     data = {"tree": "m0.py", "files": files, "centrality": {f"m{i}.py": i / 7 for i in range(200)}}
     pieces = list(_indented_pieces(data))
     assert max(map(len, pieces)) == max(map(len, files))
-    assert "".join(pieces) == json.dumps(json.loads("".join(pieces)), ensure_ascii=False, indent=2)
+    written = b"".join(pieces).decode()
+    assert written == json.dumps(json.loads(written), ensure_ascii=False, indent=2)
 
 
 def test_complete_lines_as_bytes_are_the_complete_lines_encoded(tmp_path: Path) -> None:
@@ -66,7 +67,7 @@ def test_complete_lines_as_bytes_are_the_complete_lines_encoded(tmp_path: Path) 
     assert complete_byte_lines(path) == [b'{"id":"a"}\n', '{"id":"é"}\n'.encode()]
 
 
-def test_chunk_and_symbol_json_templates_are_what_the_encoder_writes() -> None:
+def test_chunk_and_symbol_json_templates_are_what_the_encoder_writes(tmp_path: Path) -> None:
     """Chunk.json_element and FileSymbols.json_element are written out as templates for speed: same text."""
     from codefactory.models import Chunk
     from codefactory.skeleton import FileSymbols, SymbolInfo
@@ -76,6 +77,10 @@ def test_chunk_and_symbol_json_templates_are_what_the_encoder_writes() -> None:
                   start_line=1, end_line=12, sha256="0" * 64, tokens=40, text=awkward * 3)
     assert chunk.json_element == encode_json(chunk.to_dict(), depth=1)
     assert json.loads(chunk.json_element) == chunk.to_dict()
+    # UTF-8 cannot hold the lone surrogate: written as JSON's escape for it, read back as the same string
+    atomic_write_json(tmp_path / "chunks.json", [chunk.json_element])
+    assert json.loads((tmp_path / "chunks.json").read_bytes()) == [chunk.to_dict()]
+    assert b"\\udc80" in (tmp_path / "chunks.json").read_bytes()
     for symbols in ([], [SymbolInfo("function", awkward, f"def f() -> {awkward}", awkward, 3),
                          SymbolInfo("class", "C", "class C:", "", 10)]):
         file_symbols = FileSymbols(path=f"p/{awkward}.py", language="python", symbols=symbols)

@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,17 @@ def test_missing_explicit_config_file(tmp_path: Path) -> None:
 def test_docs_list_every_setting() -> None:
     doc = (ROOT / "docs" / "configuration.md").read_text()
     assert settings_table() in doc, "docs/configuration.md is stale: regenerate the table from config.settings_table()"
+
+
+def test_the_yaml_parser_is_loaded_only_for_a_config_file(tmp_path: Path) -> None:
+    probe = ("import sys; from pathlib import Path; from codefactory.config import load_config; "
+             "load_config(Path(sys.argv[1]), environ={}); print('yaml' in sys.modules)")
+
+    def yaml_loaded() -> bool:
+        run = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
+                             check=True)
+        return run.stdout.strip() == "True"
+
+    assert not yaml_loaded(), "no codefactory.yaml: every command starts without the parser"
+    (tmp_path / "codefactory.yaml").write_text("concurrency: 4\n")
+    assert yaml_loaded()

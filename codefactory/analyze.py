@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 from .chunk import chunk_file
@@ -93,14 +94,19 @@ def _each(job: Callable[[int], T], sizes: Sequence[int], workers: int,
           shared: Callable[[], None] | None = None) -> list[T]:
     """[job(0), job(1), ...], one index per size, in `workers` forked processes when there are several.
     `shared` loads what every job uses, called before forking so that the workers share it."""
-    if sum(sizes) >= BULK_COUNT_MIN_CHARS:
-        load_tokenizer(bulk=True)
+    bulk = sum(sizes) >= BULK_COUNT_MIN_CHARS
     if workers < 2:
+        if bulk:
+            load_tokenizer(bulk=True)
         return [job(i) for i in range(len(sizes))]
     # Once, before forking: the workers share them instead of each building its own.
-    load_tokenizer()
     if shared is not None:
         shared()
+    if bulk:
+        # gigatoken takes ~0.25 s to load, on one core: a worker forked before it meanwhile starts on the
+        # smallest files, counting them with bpe-openai (the same counts, tokens.py).
+        return fork_map(job, sizes, workers, setup=partial(load_tokenizer, bulk=True))
+    load_tokenizer()
     return fork_map(job, sizes, workers)
 
 

@@ -9,6 +9,7 @@ identical results, where forking does not pay or is not safe.
 from __future__ import annotations
 
 import gc
+import mmap
 import multiprocessing
 import os
 import pickle
@@ -18,7 +19,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
 
@@ -28,6 +29,9 @@ _MAX_WORKERS = 8
 _GUIDE = 3
 _MAX_BATCHES_PER_WORKER = 40
 _ITEM_COST = 2_000  # what one item costs beyond its size, in size units (a file's parse, chunker, pickling)
+# The largest item a head start takes (size units: a file's characters): ~10 ms of work, so that stopping it
+# never waits long for the item in hand.
+_HEAD_START_MAX_SIZE = 50_000
 
 _job: Callable[[int], Any] | None = None  # what forked workers run: inherited, never pickled
 _handoff: str | None = None  # the directory their results are handed back through (see _run_batch)
@@ -81,32 +85,127 @@ def paused_gc(*, kept: bool = False) -> Iterator[None]:
             gc.enable()
 
 
-def fork_map(job: Callable[[int], T], sizes: Sequence[int], workers: int) -> list[T]:
-    """[job(0), job(1), ...] for one index per size, computed in `workers` forked processes."""
+def fork_map(job: Callable[[int], T], sizes: Sequence[int], workers: int, *,
+             setup: Callable[[], None] | None = None) -> list[T]:
+    """[job(0), job(1), ...] for one index per size, computed in `workers` forked processes.
+
+    `setup` builds, before they fork, something slow to build that the workers then share (a tokenizer). It
+    runs on one core; meanwhile a worker forked before it starts on the smallest items (`_HeadStart`), so
+    each job must give the same result without what `setup` builds, however much slower.
+    """
     global _job
-    batches = _batches(sizes, workers)
     results: list[Any] = [None] * len(sizes)
     done = [False] * len(sizes)
-    _job = job
     # No cyclic garbage collection meanwhile, in the workers (forked with it off) nor in the parent
     # receiving their results: the jobs build millions of objects and no cycles, and each full
     # collection walks every object the process holds (7% of the stdlib's analysis; in a worker it
     # also touches, and so copies, every page it inherited). Reference counting still frees the rest.
     global _handoff
     _handoff = _handoff_directory()
+    early: _HeadStart | None = None
+    taken: set[int] = set()
     try:
-        with paused_gc(), multiprocessing.get_context("fork").Pool(workers) as pool:
-            for handed in pool.imap_unordered(_run_batch, batches):
-                for i, result in _taken(handed):
-                    results[i] = result
+        with paused_gc():
+            if setup is not None:
+                if _handoff is not None:
+                    early = _HeadStart(job, sizes, _handoff)
+                try:
+                    setup()
+                finally:
+                    if early is not None:
+                        taken = set(early.stop())
+            _job = job
+            left = [i for i in range(len(sizes)) if i not in taken]
+            batches = [[left[k] for k in batch] for batch in _batches([sizes[i] for i in left], workers)]
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                for handed in pool.imap_unordered(_run_batch, batches):
+                    for i, result in _taken(handed):
+                        results[i] = result
+                        done[i] = True
+            for i, result in early.results() if early is not None else ():
+                results[i] = result
+                done[i] = True
+            for i in taken:  # lost on their way back: computed here
+                if not done[i]:
+                    results[i] = job(i)
                     done[i] = True
     finally:
         _job = None
+        if early is not None:
+            early.reap()
         if _handoff is not None:
             shutil.rmtree(_handoff, ignore_errors=True)
             _handoff = None
     assert all(done), "a worker lost an item"
     return results
+
+
+class _HeadStart:
+    """A worker forked before the others, while the parent still builds what they share: it takes the smallest
+    items, one at a time, until told to stop, then hands back those it finished.
+
+    `stop` waits only for the item in hand (so it takes only items that finish in milliseconds) and tells how
+    many it finished; their results are taken later (`results`), the pool already busy with the rest. Anything
+    that goes wrong in it (it is killed, a job raises) only leaves items without results: `fork_map` computes
+    them after all, and a job that raises raises again there.
+    """
+
+    def __init__(self, job: Callable[[int], Any], sizes: Sequence[int], handoff: str) -> None:
+        self._stopping = mmap.mmap(-1, 1)  # shared with the child: a 1 asks it to stop
+        self._path = os.path.join(handoff, "head-start.pickle")
+        small = [i for i in range(len(sizes)) if sizes[i] <= _HEAD_START_MAX_SIZE]
+        self.order = sorted(small, key=lambda i: sizes[i])  # smallest first
+        reading, self._writing = os.pipe()
+        self._pid = os.fork()
+        if self._pid == 0:
+            os.close(reading)
+            self._run(job)
+        os.close(self._writing)
+        self._reading = reading
+        self._status: int | None = None
+
+    def _run(self, job: Callable[[int], Any]) -> NoReturn:
+        status = 1
+        try:
+            results = []
+            for i in self.order:
+                if self._stopping[0]:
+                    break
+                results.append((i, job(i)))
+            os.write(self._writing, len(results).to_bytes(8, "little"))
+            with open(self._path, "wb") as handle:
+                pickle.dump(results, handle, protocol=pickle.HIGHEST_PROTOCOL)
+            status = 0
+        finally:  # whatever happened: never back into the caller's code, no exit handlers of the parent's
+            os._exit(status)
+
+    def stop(self) -> list[int]:
+        """The items it finished (it stops after the one in hand)."""
+        self._stopping[0] = 1
+        with os.fdopen(self._reading, "rb") as pipe:
+            count = pipe.read(8)
+        return self.order[: int.from_bytes(count, "little")] if len(count) == 8 else []
+
+    def results(self) -> list[tuple[int, Any]]:
+        """What `stop` said it finished, as (item, result): [] if that was lost."""
+        if self.reap() != 0:
+            return []
+        try:
+            with open(self._path, "rb") as handle:
+                results: list[tuple[int, Any]] = pickle.load(handle)
+            return results
+        except OSError:
+            return []
+        finally:
+            with suppress(OSError):
+                os.unlink(self._path)
+
+    def reap(self) -> int:
+        """Its exit status, once it has exited."""
+        if self._status is None:
+            self._stopping[0] = 1
+            self._status = os.waitstatus_to_exitcode(os.waitpid(self._pid, 0)[1])
+        return self._status
 
 
 def _batches(sizes: Sequence[int], workers: int) -> list[list[int]]:

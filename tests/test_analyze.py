@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,13 @@ def test_a_large_tree_is_counted_by_gigatoken_into_the_same_chunks(monkeypatch: 
     bulk = analyze_files(files, max_tokens=300, min_tokens=40, workers=1)
     assert isinstance(tokens._bulk, tokens._GigatokenCounter)
     assert as_json(bulk) == as_json(everyday)
+    if threading.active_count() > 1:
+        pytest.skip("another thread is running: fork would be unsafe")
+    # forked: a head start counts with bpe-openai while gigatoken loads, the pool with gigatoken
+    monkeypatch.setattr(tokens, "_bulk", None)
+    forked = analyze_files(files, max_tokens=300, min_tokens=40, workers=2, min_chars=0)
+    assert isinstance(tokens._bulk, tokens._GigatokenCounter)
+    assert as_json(forked) == as_json(everyday)
 
 
 def test_small_trees_and_running_threads_stay_serial() -> None:
@@ -183,6 +191,63 @@ def test_what_a_kept_pause_made_is_left_out_of_later_collections() -> None:
         assert gc.get_freeze_count() == kept, "a plain pause freezes nothing"
     finally:
         gc.unfreeze()  # the test process as it was
+
+
+_set_up: list[str] = []
+
+
+def _set_up_job(i: int) -> tuple[int, int, bool]:
+    """(item, the process that computed it, whether the set-up had run there)."""
+    return i, os.getpid(), bool(_set_up)
+
+
+def test_a_head_start_takes_the_smallest_items_while_the_set_up_runs() -> None:
+    if threading.active_count() > 1:
+        pytest.skip("another thread is running: fork would be unsafe")
+    sizes = [workers._HEAD_START_MAX_SIZE * 2] * 4 + [10 + i for i in range(400)]
+
+    def set_up() -> None:  # slow to build, as gigatoken is
+        time.sleep(0.3)
+        _set_up.append("built")
+
+    try:
+        results = workers.fork_map(_set_up_job, sizes, 2, setup=set_up)
+    finally:
+        _set_up.clear()
+    assert [i for i, _, _ in results] == list(range(len(sizes)))
+    early = [i for i, pid, built in results if not built]
+    assert early, "some items were done while the set-up ran"
+    assert early == list(range(4, 4 + len(early))), "the smallest first, one by one"
+    assert len({pid for _, pid, built in results if not built}) == 1
+    assert all(built for i, _, built in results[:4]), "never an item that could keep the pool waiting"
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # every process forked is gone
+
+
+def _unpicklable_before_set_up(i: int) -> Any:
+    return (lambda: i) if not _set_up else i
+
+
+def test_what_a_head_start_fails_to_hand_back_is_computed_all_the_same() -> None:
+    if threading.active_count() > 1:
+        pytest.skip("another thread is running: fork would be unsafe")
+
+    def set_up() -> None:
+        time.sleep(0.2)
+        _set_up.append("built")
+
+    try:  # the head start finishes items, then cannot send their results back
+        assert workers.fork_map(_unpicklable_before_set_up, [10] * 50, 2, setup=set_up) == list(range(50))
+    finally:
+        _set_up.clear()
+
+    def failing_set_up() -> None:
+        raise RuntimeError("no tokenizer")
+
+    with pytest.raises(RuntimeError, match="no tokenizer"):
+        workers.fork_map(_set_up_job, [10] * 50, 2, setup=failing_set_up)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
 
 
 def _result_directories() -> set[str]:

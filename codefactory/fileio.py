@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import stat
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -19,6 +20,9 @@ from typing import Any, BinaryIO
 # the appended lines written). Unset, it costs one environment lookup per write.
 TEST_KILL_ENV = "CODEFACTORY_TEST_KILL_AT"
 _reached: Counter[str] = Counter()
+# The process's umask, read once (setting it is the only way to read it, and it is process-wide).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 # `.{name}.{pid}.{random}.tmp`: the pid lets the lock holder tell a dead writer's leftovers from live ones.
 _TEMP_NAME = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
 
@@ -44,6 +48,14 @@ def _atomic_write(path: Path, write: Callable[[Any], object], *, binary: bool = 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); the file it replaces keeps its mode, a new one gets what
+        # open() would have given it, as the files appended to get.
+        if hasattr(os, "fchmod"):  # not on Windows before Python 3.13, where modes mean little
+            try:
+                mode = stat.S_IMODE(os.stat(path).st_mode)
+            except OSError:
+                mode = 0o666 & ~_UMASK
+            os.fchmod(fd, mode)
         with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="\n")) as handle:
             write(handle)
             handle.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 from codefactory.fileio import (
@@ -85,3 +86,17 @@ def test_chunk_and_symbol_json_templates_are_what_the_encoder_writes(tmp_path: P
                          SymbolInfo("class", "C", "class C:", "", 10)]):
         file_symbols = FileSymbols(path=f"p/{awkward}.py", language="python", symbols=symbols)
         assert file_symbols.json_element == encode_json(file_symbols.to_dict(), depth=2)
+
+
+def test_written_files_get_the_mode_open_gives_or_keep_the_one_they_had(tmp_path: Path) -> None:
+    from codefactory import fileio
+
+    new = tmp_path / "chunks.json"
+    atomic_write_json(new, [1])
+    assert stat.S_IMODE(new.stat().st_mode) == 0o666 & ~fileio._UMASK, "not the temporary file's private 0600"
+    (tmp_path / "plain.txt").write_text("x")
+    assert stat.S_IMODE(new.stat().st_mode) == stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+    new.chmod(0o640)
+    atomic_write_json(new, [2])
+    assert stat.S_IMODE(new.stat().st_mode) == 0o640
+    assert json.loads(new.read_text()) == [2]

@@ -27,8 +27,8 @@ def main(repo: str, out: str) -> None:
     ws = workspace(Path(repo), "http://127.0.0.1:9/v1", Path(out))
     snapshot = take_snapshot(ws)
     snapped = time.perf_counter()
-    write_chunks(ws, snapshot)
-    write_skeleton(ws, snapshot)
+    write_chunks(ws, snapshot.chunks)
+    write_skeleton(ws, snapshot.skeleton)
     done = time.perf_counter()
     print(json.dumps({
         "files": len(snapshot.scan.files), "skipped": len(snapshot.scan.skipped), "chunks": len(snapshot.chunks),

@@ -70,9 +70,14 @@ def scan_and_analyze(
     redact_secrets: bool = True,
     workers: int | None = None,
     min_chars: int = PARALLEL_MIN_CHARS,
+    chunks: bool = True,
+    skeleton: bool = True,
 ) -> tuple[ScanResult, Analysis]:
     """`scan` then `analyze_files` of a selection's blobs, in one pass per file: on a large tree the
-    workers fork once, and each file is read, decoded and redacted in the process that chunks it."""
+    workers fork once, and each file is read, decoded and redacted in the process that chunks it.
+
+    `chunks` / `skeleton` False: that part is left out (no chunks; no symbols and no words for centrality), for
+    a command that writes only the other."""
     paths, sizes = selection.paths, selection.sizes
     oids = [selection.entries[i].oid for i in selection.picked]
 
@@ -83,18 +88,23 @@ def scan_and_analyze(
             return examined, None
         file = SourceFile(path=paths[k], language=detect_language(paths[k]), text=text, blob_sha=oids[k],
                           secrets=found)
-        return examined, _analyze_one(file, max_tokens, min_tokens)
+        return examined, _analyze_one(file, max_tokens, min_tokens, chunks=chunks, skeleton=skeleton)
 
-    results = _each(one, sizes, worker_count(sizes, workers, min_chars), shared=load_rules if redact_secrets else None)
+    # Without chunking, only the skeleton's budget counts tokens: a few files' worth, bpe-openai's
+    bulk = chunks and sum(sizes) >= BULK_COUNT_MIN_CHARS
+    results = _each(one, sizes, worker_count(sizes, workers, min_chars), shared=load_rules if redact_secrets else None,
+                    bulk=bulk)
     scanned = selection.assemble([examined for examined, _ in results])
     return scanned, _gathered([result for _, result in results if result is not None])
 
 
 def _each(job: Callable[[int], T], sizes: Sequence[int], workers: int,
-          shared: Callable[[], None] | None = None) -> list[T]:
+          shared: Callable[[], None] | None = None, bulk: bool | None = None) -> list[T]:
     """[job(0), job(1), ...], one index per size, in `workers` forked processes when there are several.
-    `shared` loads what every job uses, called before forking so that the workers share it."""
-    bulk = sum(sizes) >= BULK_COUNT_MIN_CHARS
+    `shared` loads what every job uses, called before forking so that the workers share it. `bulk`: counts go to
+    gigatoken (tokens.py); by default when there is as much text as a large tree."""
+    if bulk is None:
+        bulk = sum(sizes) >= BULK_COUNT_MIN_CHARS
     if workers < 2:
         if bulk:
             load_tokenizer(bulk=True)
@@ -110,17 +120,20 @@ def _each(job: Callable[[int], T], sizes: Sequence[int], workers: int,
     return fork_map(job, sizes, workers)
 
 
-def _analyze_one(file: SourceFile, max_tokens: int, min_tokens: int) -> FileAnalysis:
-    chunks = chunk_file(file, max_tokens=max_tokens, min_tokens=min_tokens)
-    symbols = extract_symbols(file)
+def _analyze_one(file: SourceFile, max_tokens: int, min_tokens: int, *, chunks: bool = True,
+                 skeleton: bool = True) -> FileAnalysis:
+    file_chunks = chunk_file(file, max_tokens=max_tokens, min_tokens=min_tokens) if chunks else []
     # Their JSON (and the symbols' skeleton text) is made here, in the worker, and sent back with them (cached
     # on each object).
-    for chunk in chunks:
+    for chunk in file_chunks:
         chunk.json_element  # noqa: B018
+    if not skeleton:
+        return file_chunks, FileSymbols(path=file.path, language=file.language, symbols=[]), FileRefs("", "")
+    symbols = extract_symbols(file)
     if symbols.symbols:  # only files with symbols are in the skeleton
         symbols.json_element  # noqa: B018
         symbols.section  # noqa: B018
-    return chunks, symbols, file_refs(file)
+    return file_chunks, symbols, file_refs(file)
 
 
 def _gathered(results: Sequence[FileAnalysis]) -> Analysis:

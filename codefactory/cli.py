@@ -97,24 +97,24 @@ def scan(state: State) -> None:
 @pass_state
 def chunk(state: State) -> None:
     """Write chunks.json."""
-    from codefactory.snapshot import take_snapshot, write_chunks
+    from codefactory.snapshot import take_chunks, write_chunks
 
     ws = state.workspace()
-    taken = take_snapshot(ws)
-    path = write_chunks(ws, taken)
-    click.echo(f"{len(taken.chunks)} chunks from {len(taken.scan.files)} files -> {path}", err=True)
+    scanned, chunks = take_chunks(ws)
+    path = write_chunks(ws, chunks)
+    click.echo(f"{len(chunks)} chunks from {len(scanned.files)} files -> {path}", err=True)
 
 
 @cli.command()
 @pass_state
 def skeleton(state: State) -> None:
     """Write project_skeleton.txt and project_skeleton.json."""
-    from codefactory.snapshot import take_snapshot, write_skeleton
+    from codefactory.snapshot import take_skeleton, write_skeleton
 
     ws = state.workspace()
-    taken = take_snapshot(ws)
-    paths = write_skeleton(ws, taken)
-    click.echo(f"skeleton of {len(taken.skeleton.files)} files ({taken.skeleton.token_count} tokens) -> "
+    _, skeleton = take_skeleton(ws)
+    paths = write_skeleton(ws, skeleton)
+    click.echo(f"skeleton of {len(skeleton.files)} files ({skeleton.token_count} tokens) -> "
                + ", ".join(str(p) for p in paths), err=True)
 
 

@@ -73,7 +73,7 @@ def _run_incremental(ws: Workspace, *, since: str | None, until: str | None, fal
         if path is not None:
             report.outputs.insert(0, path)
         if plan.full_snapshot is not None:
-            report.outputs[:0] = pipeline.write_skeleton(ws, plan.full_snapshot)
+            report.outputs[:0] = pipeline.write_skeleton(ws, plan.full_snapshot.skeleton)
     return report
 
 
@@ -329,7 +329,7 @@ def _surface(named: Iterable[tuple[str, SourceFile]]) -> str:
 def _update_chunk_index(ws: Workspace, plan: Plan) -> Path | None:
     """Patch the rescanned files' chunks into chunks.json, which then equals what `chunk` would write."""
     if plan.full_snapshot is not None:
-        return pipeline.write_chunks(ws, plan.full_snapshot)
+        return pipeline.write_chunks(ws, plan.full_snapshot.chunks)
     if plan.index is None:
         return None  # never written (a Scene-2-only dataset): a partial index would mislead
     plan.index.write_patched(plan.rescanned or (), [c.to_dict() for c in plan.chunks])

@@ -286,7 +286,7 @@ def run_scene1(ws: Workspace, *, dry_run: bool = False) -> RunReport:
         selected = snapshot.ranked[:limit] if limit is not None else snapshot.ranked
         report = run_generation(ws, snapshot, command="scene1", scene1_chunks=selected,
                                 qa_count=ws.config["scene1.qa_count"], dry_run=dry_run)
-        report.outputs.insert(0, write_chunks(ws, snapshot))
+        report.outputs.insert(0, write_chunks(ws, snapshot.chunks))
         return report
 
 
@@ -296,7 +296,7 @@ def run_scene2(ws: Workspace, *, dry_run: bool = False) -> RunReport:
         snapshot = take_snapshot(ws)
         report = run_generation(ws, snapshot, command="scene2", scene2_count=ws.config["scene2.count"],
                                 dry_run=dry_run)
-        report.outputs[:0] = write_skeleton(ws, snapshot)
+        report.outputs[:0] = write_skeleton(ws, snapshot.skeleton)
         return report
 
 
@@ -309,5 +309,5 @@ def run_build(ws: Workspace, *, dry_run: bool = False, rev: str | None = None) -
         report = run_generation(ws, snapshot, command="build", scene1_chunks=selected,
                                 qa_count=ws.config["scene1.qa_count"], scene2_count=ws.config["scene2.count"],
                                 dry_run=dry_run)
-        report.outputs[:0] = [write_chunks(ws, snapshot), *write_skeleton(ws, snapshot)]
+        report.outputs[:0] = [write_chunks(ws, snapshot.chunks), *write_skeleton(ws, snapshot.skeleton)]
         return report

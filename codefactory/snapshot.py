@@ -2,19 +2,20 @@
 
 `Workspace` holds a run's collaborators; `take_snapshot` selects a commit's files, redacts, chunks and outlines
 them (in forked workers on large trees) and builds the skeleton; `write_chunks` and `write_skeleton` write them.
+`take_chunks` and `take_skeleton` do only the part one command writes.
 Generation (`pipeline`) starts from a snapshot. The `scan`, `chunk` and `skeleton` commands need nothing more,
 so they do not import the generation side (rich, the scenes, quality assessment: ~40 ms of each such command).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from codefactory.analyze import scan_and_analyze
+from codefactory.analyze import Analysis, scan_and_analyze
 from codefactory.config import Config
 from codefactory.fileio import atomic_write_json, atomic_write_text
 from codefactory.gitrepo import GitRepo
@@ -129,28 +130,49 @@ class Snapshot:
 
 
 def take_snapshot(ws: Workspace, rev: str | None = None) -> Snapshot:
+    result, analysis = _analyzed(ws, rev)
+    return Snapshot(result, analysis.chunks, _skeleton(ws, result, analysis))
+
+
+def take_chunks(ws: Workspace, rev: str | None = None) -> tuple[ScanResult, list[Chunk]]:
+    """A commit's files and chunks, without the skeleton: what `codefactory chunk` writes."""
+    result, analysis = _analyzed(ws, rev, skeleton=False)
+    return result, analysis.chunks
+
+
+def take_skeleton(ws: Workspace, rev: str | None = None) -> tuple[ScanResult, Skeleton]:
+    """A commit's files and skeleton, without chunking them: what `codefactory skeleton` writes."""
+    result, analysis = _analyzed(ws, rev, chunks=False)
+    return result, _skeleton(ws, result, analysis)
+
+
+def _analyzed(ws: Workspace, rev: str | None, *, chunks: bool = True,
+              skeleton: bool = True) -> tuple[ScanResult, Analysis]:
     c = ws.config
     # The analysis and the skeleton build many objects and no cycles, which cyclic collections would walk
-    # again and again: 7% of a serial analysis of the stdlib, ~0.1 s of the skeleton after a parallel one. The
-    # snapshot lives as long as the run, so later collections leave it alone too (`kept`).
+    # again and again: 7% of a serial analysis of the stdlib, ~0.1 s of the skeleton after a parallel one. What
+    # they make lives as long as the run, so later collections leave it alone too (`kept`).
     with paused_gc(kept=True):
         # One pass per file for its redaction, chunks and symbols (in worker processes on large trees).
         selection = select(ws.repo, rev or c["rev"], **ws.scan_options)
-        result, analysis = scan_and_analyze(selection, max_tokens=c["chunk.max_tokens"],
-                                            min_tokens=c["chunk.min_tokens"])
-        skeleton = build_skeleton(result.files, token_budget=c["skeleton.token_budget"], repo_name=ws.repo.name,
-                                  symbols=analysis.symbols, refs=analysis.refs)
-    return Snapshot(result, analysis.chunks, skeleton)
+        return scan_and_analyze(selection, max_tokens=c["chunk.max_tokens"], min_tokens=c["chunk.min_tokens"],
+                                chunks=chunks, skeleton=skeleton)
 
 
-def write_chunks(ws: Workspace, snapshot: Snapshot) -> Path:
+def _skeleton(ws: Workspace, result: ScanResult, analysis: Analysis) -> Skeleton:
+    with paused_gc(kept=True):
+        return build_skeleton(result.files, token_budget=ws.config["skeleton.token_budget"], repo_name=ws.repo.name,
+                              symbols=analysis.symbols, refs=analysis.refs)
+
+
+def write_chunks(ws: Workspace, chunks: Sequence[Chunk]) -> Path:
     path = ws.out / "chunks.json"
-    atomic_write_json(path, [c.json_element for c in snapshot.chunks])
+    atomic_write_json(path, [c.json_element for c in chunks])
     return path
 
 
-def write_skeleton(ws: Workspace, snapshot: Snapshot) -> list[Path]:
+def write_skeleton(ws: Workspace, skeleton: Skeleton) -> list[Path]:
     txt, js = ws.out / "project_skeleton.txt", ws.out / "project_skeleton.json"
-    atomic_write_text(txt, snapshot.skeleton.to_text())
-    atomic_write_json(js, snapshot.skeleton.to_json_value())
+    atomic_write_text(txt, skeleton.to_text())
+    atomic_write_json(js, skeleton.to_json_value())
     return [txt, js]

@@ -308,10 +308,10 @@ def test_outputs_from_forked_workers_are_the_bytes_json_would_write(tmp_path: Pa
     taken = snapshot.take_snapshot(ws)
     assert collecting == [False] and gc.isenabled(), "no cyclic collections during the snapshot, and on again after"
     assert all("json_element" in vars(c) for c in taken.chunks), "encoded in the workers"
-    chunks_file = snapshot.write_chunks(ws, taken)
+    chunks_file = snapshot.write_chunks(ws, taken.chunks)
     expected = json.dumps([c.to_dict() for c in taken.chunks], ensure_ascii=False, indent=2) + "\n"
     assert chunks_file.read_text(encoding="utf-8") == expected
-    _, skeleton_file = snapshot.write_skeleton(ws, taken)
+    _, skeleton_file = snapshot.write_skeleton(ws, taken.skeleton)
     expected = json.dumps(taken.skeleton.to_dict(), ensure_ascii=False, indent=2) + "\n"
     assert skeleton_file.read_text(encoding="utf-8") == expected
     assert json.loads(expected)["files"][0]["symbols"], "symbols made it into the file"

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from codefactory.config import load_config
 from codefactory.gitrepo import GitRepo
 from codefactory.snapshot import Workspace, take_snapshot
@@ -55,3 +57,31 @@ def test_a_snapshot_is_left_out_of_later_collections(tmp_path: Path) -> None:
         assert gc.isenabled()
     finally:
         gc.unfreeze()
+
+
+def test_the_chunk_and_skeleton_commands_do_only_their_part_and_write_what_a_snapshot_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from codefactory import analyze
+    from codefactory.snapshot import take_chunks, take_skeleton, write_chunks, write_skeleton
+
+    repo = tmp_path / "r"
+    make_repo(repo, {"shop/cart.py": "import shop.tax\n\nclass Cart:\n    def total(self, items):\n        return sum(items)\n",
+                     "shop/tax.py": "RATE = 0.2\n\ndef tax(amount):\n    return amount * RATE\n",
+                     "README.md": "# shop\n\nA cart and its tax.\n"})
+    ws = Workspace(GitRepo(repo), load_config(repo, environ={}), progress=False)
+    whole = take_snapshot(ws)
+    written = {p.name: p.read_bytes() for p in [write_chunks(ws, whole.chunks), *write_skeleton(ws, whole.skeleton)]}
+    assert whole.chunks and whole.skeleton.files
+
+    def never(*_: object, **__: object) -> None:
+        raise AssertionError("work the command does not need")
+
+    monkeypatch.setattr(analyze, "extract_symbols", never)
+    monkeypatch.setattr(analyze, "file_refs", never)
+    _, chunks = take_chunks(ws)
+    assert write_chunks(ws, chunks).read_bytes() == written["chunks.json"]
+    monkeypatch.undo()
+    monkeypatch.setattr(analyze, "chunk_file", never)
+    _, skeleton = take_skeleton(ws)
+    assert {p.name: p.read_bytes() for p in write_skeleton(ws, skeleton)} == {
+        name: data for name, data in written.items() if name != "chunks.json"}

@@ -59,7 +59,8 @@ def analyze_files(
     def one(i: int) -> FileAnalysis:
         return _analyze_one(files[i], max_tokens, min_tokens)
 
-    return _gathered(_each(one, sizes, worker_count(sizes, workers, min_chars)))
+    return _gathered(_each(one, sizes, worker_count(sizes, workers, min_chars),
+                           bulk=sum(sizes) >= BULK_COUNT_MIN_CHARS))
 
 
 def scan_and_analyze(
@@ -98,13 +99,11 @@ def scan_and_analyze(
     return scanned, _gathered([result for _, result in results if result is not None])
 
 
-def _each(job: Callable[[int], T], sizes: Sequence[int], workers: int,
-          shared: Callable[[], None] | None = None, bulk: bool | None = None) -> list[T]:
+def _each(job: Callable[[int], T], sizes: Sequence[int], workers: int, *, bulk: bool,
+          shared: Callable[[], None] | None = None) -> list[T]:
     """[job(0), job(1), ...], one index per size, in `workers` forked processes when there are several.
-    `shared` loads what every job uses, called before forking so that the workers share it. `bulk`: counts go to
-    gigatoken (tokens.py); by default when there is as much text as a large tree."""
-    if bulk is None:
-        bulk = sum(sizes) >= BULK_COUNT_MIN_CHARS
+    `bulk`: the jobs count a large tree's worth of tokens, so counts go to gigatoken (tokens.py). `shared` loads
+    what every job uses, called before forking so that the workers share it."""
     if workers < 2:
         if bulk:
             load_tokenizer(bulk=True)

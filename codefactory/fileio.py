@@ -139,13 +139,15 @@ def _indented_pieces(data: Any, depth: int = 0) -> Iterator[bytes]:
                 raise _NotPlain
             yield json_utf8(f"{',' if index else ''}{inner}{json_string(key)}: ")
             yield from _indented_pieces(value, depth + 1)
+        closing = b"}"
     else:
         yield b"["
         separator = b"," + inner.encode("utf-8")
         for index, value in enumerate(data):
             yield separator if index else separator[1:]
             yield from _indented_pieces(value, depth + 1)
-    yield ("\n" + "  " * depth + ("}" if isinstance(data, dict) else "]")).encode("utf-8")
+        closing = b"]"
+    yield b"\n" + b"  " * depth + closing
 
 
 def _indented(value: Any, depth: int) -> str:

@@ -149,9 +149,9 @@ def take_skeleton(ws: Workspace, rev: str | None = None) -> tuple[ScanResult, Sk
 def _analyzed(ws: Workspace, rev: str | None, *, chunks: bool = True,
               skeleton: bool = True) -> tuple[ScanResult, Analysis]:
     c = ws.config
-    # The analysis and the skeleton build many objects and no cycles, which cyclic collections would walk
-    # again and again: 7% of a serial analysis of the stdlib, ~0.1 s of the skeleton after a parallel one. What
-    # they make lives as long as the run, so later collections leave it alone too (`kept`).
+    # The analysis (and the skeleton, below) build many objects and no cycles, which cyclic collections would
+    # walk again and again: 7% of a serial analysis of the stdlib, ~0.1 s of the skeleton after a parallel one.
+    # What they make lives as long as the run, so later collections leave it alone too (`kept`).
     with paused_gc(kept=True):
         # One pass per file for its redaction, chunks and symbols (in worker processes on large trees).
         selection = select(ws.repo, rev or c["rev"], **ws.scan_options)
@@ -160,7 +160,7 @@ def _analyzed(ws: Workspace, rev: str | None, *, chunks: bool = True,
 
 
 def _skeleton(ws: Workspace, result: ScanResult, analysis: Analysis) -> Skeleton:
-    with paused_gc(kept=True):
+    with paused_gc(kept=True):  # as in _analyzed
         return build_skeleton(result.files, token_budget=ws.config["skeleton.token_budget"], repo_name=ws.repo.name,
                               symbols=analysis.symbols, refs=analysis.refs)
 

@@ -196,6 +196,11 @@ def test_what_a_kept_pause_made_is_left_out_of_later_collections() -> None:
 _set_up: list[str] = []
 
 
+def _slow_set_up() -> None:  # slow to build, as gigatoken is
+    time.sleep(0.3)
+    _set_up.append("built")
+
+
 def _set_up_job(i: int) -> tuple[int, int, bool]:
     """(item, the process that computed it, whether the set-up had run there)."""
     return i, os.getpid(), bool(_set_up)
@@ -205,13 +210,8 @@ def test_a_head_start_takes_the_smallest_items_while_the_set_up_runs() -> None:
     if threading.active_count() > 1:
         pytest.skip("another thread is running: fork would be unsafe")
     sizes = [workers._HEAD_START_MAX_SIZE * 2] * 4 + [10 + i for i in range(400)]
-
-    def set_up() -> None:  # slow to build, as gigatoken is
-        time.sleep(0.3)
-        _set_up.append("built")
-
     try:
-        results = workers.fork_map(_set_up_job, sizes, 2, setup=set_up)
+        results = workers.fork_map(_set_up_job, sizes, 2, setup=_slow_set_up)
     finally:
         _set_up.clear()
     assert [i for i, _, _ in results] == list(range(len(sizes)))
@@ -231,13 +231,8 @@ def _unpicklable_before_set_up(i: int) -> Any:
 def test_what_a_head_start_fails_to_hand_back_is_computed_all_the_same() -> None:
     if threading.active_count() > 1:
         pytest.skip("another thread is running: fork would be unsafe")
-
-    def set_up() -> None:
-        time.sleep(0.2)
-        _set_up.append("built")
-
     try:  # the head start finishes items, then cannot send their results back
-        assert workers.fork_map(_unpicklable_before_set_up, [10] * 50, 2, setup=set_up) == list(range(50))
+        assert workers.fork_map(_unpicklable_before_set_up, [10] * 50, 2, setup=_slow_set_up) == list(range(50))
     finally:
         _set_up.clear()
 

@@ -19,6 +19,10 @@ _GENERATION_SIDE = ("rich", "codefactory.scene1", "codefactory.scene2", "codefac
                     "codefactory.judge", "codefactory.ui")
 
 
+def _workspace(repo: Path) -> Workspace:
+    return Workspace(GitRepo(repo), load_config(repo, environ={}), progress=False)
+
+
 def _imported_after(module: str) -> set[str]:
     probe = f"import sys, {module}; print(' '.join(sorted(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
@@ -38,7 +42,7 @@ def test_the_scan_command_lists_what_a_snapshot_reads(tmp_path: Path) -> None:
                      ".codefactory/notes.py": "def cached():\n    return 2\n"})
     listed = codefactory(repo, "scan")
     assert listed.returncode == 0, listed.stderr
-    ws = Workspace(GitRepo(repo), load_config(repo, environ={}), progress=False)
+    ws = _workspace(repo)
     read = {f.path for f in take_snapshot(ws).scan.files}
     assert read == {"shop/cart.py"}
     assert [line.split("\t")[0] for line in listed.stdout.splitlines()] == sorted(read)
@@ -48,7 +52,7 @@ def test_a_snapshot_is_left_out_of_later_collections(tmp_path: Path) -> None:
     """It lives as long as the run: the first collection after it would otherwise walk all it made (bench/README.md)."""
     repo = tmp_path / "r"
     make_repo(repo, {f"shop/m{i}.py": f"def f{i}(items):\n    return sum(items) + {i}\n" for i in range(30)})
-    ws = Workspace(GitRepo(repo), load_config(repo, environ={}), progress=False)
+    ws = _workspace(repo)
     gc.unfreeze()
     try:
         snapshot = take_snapshot(ws)
@@ -68,7 +72,7 @@ def test_the_chunk_and_skeleton_commands_do_only_their_part_and_write_what_a_sna
     make_repo(repo, {"shop/cart.py": "import shop.tax\n\nclass Cart:\n    def total(self, items):\n        return sum(items)\n",
                      "shop/tax.py": "RATE = 0.2\n\ndef tax(amount):\n    return amount * RATE\n",
                      "README.md": "# shop\n\nA cart and its tax.\n"})
-    ws = Workspace(GitRepo(repo), load_config(repo, environ={}), progress=False)
+    ws = _workspace(repo)
     whole = take_snapshot(ws)
     written = {p.name: p.read_bytes() for p in [write_chunks(ws, whole.chunks), *write_skeleton(ws, whole.skeleton)]}
     assert whole.chunks and whole.skeleton.files
